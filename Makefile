@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set up everything first
+# (idempotent: a second run only re-installs when a requirements file changed).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The real Istio CRD schemas, when the shared reference folder sits beside the checkout.
+SANDBOX_CRDS ?= $(if $(wildcard ../shared/istio/virtualservices.crd.yaml),$(abspath ../shared/istio),)
+export SANDBOX_CRDS
+
+.PHONY: setup test lint demo clean prometheus
+
+setup: $(STAMP) prometheus
+
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing the Debian prometheus package"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q prometheus; }
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) -m sandbox.demo
+
+clean:
+	rm -rf $(VENV) .sandbox* .pytest_cache .ruff_cache

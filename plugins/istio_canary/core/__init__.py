@@ -1,0 +1,1 @@
+"""Pure release logic: no Airflow, no network. Decisions live here."""

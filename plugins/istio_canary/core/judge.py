@@ -1,0 +1,631 @@
+"""The canary judge: pass, fail or inconclusive, from counts and latencies (pure).
+
+The watch calls `judge` every few seconds with the interval's counts and the cumulative
+window; `final_verdict` at bake end. Checking often must not roll back healthy canaries more
+often than `alpha`, so error rates are judged by anytime-valid sequential tests (e-processes):
+each is a nonnegative supermartingale while the canary is healthy, so by Ville's inequality
+it ever reaches 1/alpha with probability at most alpha, however often it is looked at.
+
+Three error tests, Bonferroni-split (each fails at `3/alpha`):
+
+* errors_vs_stable: canary vs stable in the same intervals. Given the interval's total errors,
+  under H0 (equal rates) each error is the canary's with probability q0 = n_c/(n_c+n_s);
+  under H1(theta) with rate ratio theta, q1 = theta*n_c/(theta*n_c+n_s). The product over
+  intervals of (q1/q0)^c ((1-q1)/(1-q0))^s is a martingale under H0 for every theta, also
+  when the traffic split changes between steps; we average it over a grid of theta. An
+  incident that hits both versions moves both counts and is not blamed on the canary.
+* errors_vs_history: canary errors against the stable rate of the hour before the release
+  (times 1 + history_margin): a one-sample Bernoulli mixture likelihood ratio. Works with
+  no stable traffic left (the 100 % step).
+* errors_vs_max: the same one-sample test against `max_error_rate`, so a clearly bad canary
+  stops early instead of at bake end.
+
+The one-sample tests skip intervals in which stable itself is significantly above their
+reference (an incident): such a check is inconclusive, never a pass, and too many
+consecutive inconclusive checks fail the step. Latency, custom metrics and the absolute
+error-rate floor are thresholds on the cumulative window, applied once the canary has
+`min_requests`. Too little data is inconclusive, never a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from functools import cached_property, lru_cache
+from typing import Any
+
+from istio_canary.core.metrics import AnalysisConfig, Measurement, Window
+
+# Alternatives mixed with equal weight: error-rate ratios worth stopping a release for.
+THETAS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0)
+ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_history", "errors_vs_max")
+# Stable counts as degraded in an interval when its errors would be this unlikely at the
+# reference rate. Rare for a healthy stable (skipping costs a little power, never validity).
+INCIDENT_P_VALUE = 0.01
+# Lowest reference rate taken from an error-free history, so one canary error is not "infinitely" worse.
+HISTORY_FLOOR = 0.001
+STATE_VERSION = 1
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Baseline(StrEnum):
+    IN_RELEASE = "in-release stable"
+    HISTORY = "pre-release history"
+    BOTH = "both"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    name: str
+    outcome: Outcome
+    value: float | None
+    threshold: float | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome.value,
+            "value": _finite_or_none(self.value),
+            "threshold": _finite_or_none(self.threshold),
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> MetricResult:
+        return cls(
+            raw["name"], Outcome(raw["outcome"]), raw.get("value"), raw.get("threshold"), raw["detail"]
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reasons: tuple[MetricResult, ...]
+    baseline: Baseline
+    statistics: Mapping[str, float | None]
+    final: bool = False
+
+    @property
+    def summary(self) -> str:
+        """One line: the outcome and the results that decided it."""
+        deciding = [r for r in self.reasons if r.outcome is self.outcome and self.outcome is not Outcome.PASS]
+        if not deciding:
+            return f"{self.outcome.value}: every check within limits (baseline: {self.baseline.value})"
+        return f"{self.outcome.value}: " + "; ".join(f"{r.name}: {r.detail}" for r in deciding)
+
+    def table(self) -> str:
+        """A compact table for task logs: one row per metric with value and threshold."""
+        kind = "final verdict" if self.final else f"check {int(self.statistics.get('check') or 0)}"
+        rows = [("metric", "outcome", "value", "threshold", "detail")]
+        rows += [
+            (r.name, r.outcome.value, _fmt(r.name, r.value), _fmt(r.name, r.threshold), r.detail)
+            for r in self.reasons
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [f"{kind}: {self.outcome.value.upper()} (baseline: {self.baseline.value})"]
+        for row in rows:
+            lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+        return "\n".join(line.rstrip() for line in lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "baseline": self.baseline.value,
+            "statistics": {k: _finite_or_none(v) for k, v in self.statistics.items()},
+            "final": self.final,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Verdict:
+        return cls(
+            outcome=Outcome(raw["outcome"]),
+            reasons=tuple(MetricResult.from_dict(r) for r in raw["reasons"]),
+            baseline=Baseline(raw["baseline"]),
+            statistics=dict(raw.get("statistics") or {}),
+            final=bool(raw.get("final")),
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one check sees. `canary`/`stable`: counts since the previous check (interval);
+    `window_*`: cumulative since the watch started (latency and custom values come from
+    these); `history`: stable over `baseline_window_seconds` before the release, if known.
+    `stable` is None (or zero requests) when no stable traffic is left."""
+
+    canary: Measurement
+    window_canary: Measurement
+    stable: Measurement | None = None
+    window_stable: Measurement | None = None
+    history: Measurement | None = None
+    window: Window | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def opt(m: Measurement | None) -> dict[str, Any] | None:
+            return None if m is None else m.to_dict()
+
+        return {
+            "canary": self.canary.to_dict(),
+            "window_canary": self.window_canary.to_dict(),
+            "stable": opt(self.stable),
+            "window_stable": opt(self.window_stable),
+            "history": opt(self.history),
+            "window": None if self.window is None else [self.window.start, self.window.end],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Observation:
+        def opt(value: Any) -> Measurement | None:
+            return None if value is None else Measurement.from_dict(value)
+
+        window = raw.get("window")
+        return cls(
+            canary=Measurement.from_dict(raw["canary"]),
+            window_canary=Measurement.from_dict(raw["window_canary"]),
+            stable=opt(raw.get("stable")),
+            window_stable=opt(raw.get("window_stable")),
+            history=opt(raw.get("history")),
+            window=None if window is None else Window(float(window[0]), float(window[1])),
+        )
+
+
+@dataclass(frozen=True)
+class JudgeState:
+    """Everything carried from one check to the next; JSON round-trips via to_dict/from_dict.
+
+    `log_e` holds, per error test, the log likelihood ratio for each theta in THETAS.
+    Carrying it across steps keeps one alpha for the whole release.
+    """
+
+    checks: int = 0
+    inconclusive_streak: int = 0
+    log_e: Mapping[str, tuple[float, ...]] = field(
+        default_factory=lambda: {name: (0.0,) * len(THETAS) for name in ERROR_TESTS}
+    )
+    history_reference: float | None = None
+    skipped_intervals: Mapping[str, int] = field(default_factory=lambda: {name: 0 for name in ERROR_TESTS})
+    canary_requests: float = 0.0
+    canary_errors: float = 0.0
+    stable_requests: float = 0.0
+    stable_errors: float = 0.0
+
+    @cached_property
+    def e_values(self) -> Mapping[str, float]:
+        """The mixture e-value per test: the mean over theta of the likelihood ratios."""
+        return {name: math.exp(_log_mean_exp(values)) for name, values in self.log_e.items()}
+
+    def e_value(self, test: str) -> float:
+        return self.e_values[test]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "thetas": list(THETAS),
+            "checks": self.checks,
+            "inconclusive_streak": self.inconclusive_streak,
+            "log_e": {k: list(v) for k, v in self.log_e.items()},
+            "history_reference": self.history_reference,
+            "skipped_intervals": dict(self.skipped_intervals),
+            "canary_requests": self.canary_requests,
+            "canary_errors": self.canary_errors,
+            "stable_requests": self.stable_requests,
+            "stable_errors": self.stable_errors,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> JudgeState:
+        if raw.get("version") != STATE_VERSION or list(raw.get("thetas", [])) != list(THETAS):
+            raise ValueError(f"judge state from another version: {raw.get('version')!r}")
+        return cls(
+            checks=int(raw["checks"]),
+            inconclusive_streak=int(raw["inconclusive_streak"]),
+            log_e={k: tuple(float(x) for x in raw["log_e"][k]) for k in ERROR_TESTS},
+            history_reference=raw.get("history_reference"),
+            skipped_intervals={k: int(raw["skipped_intervals"].get(k, 0)) for k in ERROR_TESTS},
+            canary_requests=float(raw["canary_requests"]),
+            canary_errors=float(raw["canary_errors"]),
+            stable_requests=float(raw["stable_requests"]),
+            stable_errors=float(raw["stable_errors"]),
+        )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def judge(
+    config: AnalysisConfig, observation: Observation, state: JudgeState | None = None
+) -> tuple[Verdict, JudgeState]:
+    """One check during the bake. FAIL stops the step early; PASS means "fine so far"."""
+    return _evaluate(config, observation, state or JudgeState(), final=False)
+
+
+def final_verdict(
+    config: AnalysisConfig, observation: Observation, state: JudgeState | None = None
+) -> tuple[Verdict, JudgeState]:
+    """The step's verdict at bake end: the last interval's check, then the absolute floors
+    (error rate, p99, custom thresholds) on the cumulative window. PASS promotes the step."""
+    return _evaluate(config, observation, state or JudgeState(), final=True)
+
+
+def judge_no_data(
+    config: AnalysisConfig, state: JudgeState | None, detail: str, *, final: bool = False
+) -> tuple[Verdict, JudgeState]:
+    """A check without an observation (Prometheus down, query failed): inconclusive, and a
+    fail once more than `max_inconclusive` checks in a row had no usable data."""
+    state = state or JudgeState()
+    state = replace(state, checks=state.checks + 1)
+    results = [MetricResult("data", Outcome.INCONCLUSIVE, None, None, detail)]
+    return _conclude(config, state, results, counted=True, baseline=Baseline.NONE, final=final)
+
+
+def needs_extension(config: AnalysisConfig, elapsed_s: float, canary_requests: float) -> bool:
+    """At bake end: keep watching (up to max_bake_seconds) because the canary saw too few requests."""
+    requests = canary_requests if math.isfinite(canary_requests) else 0.0
+    return requests < config.min_requests and elapsed_s < config.max_bake_seconds
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(
+    config: AnalysisConfig, obs: Observation, state: JudgeState, *, final: bool
+) -> tuple[Verdict, JudgeState]:
+    state = replace(state, checks=state.checks + 1)
+    results: list[MetricResult] = []
+
+    broken = _broken_counts(obs)
+    if broken:
+        results.append(MetricResult("data", Outcome.INCONCLUSIVE, None, None, broken))
+        return _conclude(config, state, results, counted=True, baseline=_baseline(obs, state), final=final)
+
+    if state.history_reference is None and obs.history is not None:
+        state = replace(state, history_reference=_history_reference(config, obs.history))
+    state, incident = _update_error_tests(config, obs, state)
+    baseline = _baseline(obs, state)
+    counted = False  # inconclusive for lack of data (counts toward max_inconclusive)
+
+    canary = obs.window_canary
+    enough = canary.requests >= config.min_requests
+    results.append(
+        MetricResult(
+            "requests",
+            Outcome.PASS if enough else Outcome.INCONCLUSIVE,
+            canary.requests,
+            float(config.min_requests),
+            f"canary {canary.requests:.0f} requests in the window"
+            + ("" if enough else f", fewer than min_requests {config.min_requests}"),
+        )
+    )
+    results.extend(_error_test_results(config, state))
+
+    rate_result, rate_counted = _error_rate_floor(config, obs, final=final, enough=enough)
+    results.append(rate_result)
+    counted |= rate_counted
+    if incident:
+        results.append(
+            MetricResult(
+                "incident",
+                Outcome.INCONCLUSIVE,
+                obs.stable.error_rate if obs.stable else None,
+                config.max_error_rate,
+                "stable's errors are up too in this interval: not blamed on the canary, re-checking",
+            )
+        )
+        counted = True
+    if enough:
+        latency, latency_counted = _latency_results(config, obs)
+        custom, custom_counted = _custom_results(config, obs)
+        results.extend(latency + custom)
+        counted |= latency_counted or custom_counted
+    return _conclude(config, state, results, counted=counted, baseline=baseline, final=final)
+
+
+def _conclude(
+    config: AnalysisConfig,
+    state: JudgeState,
+    results: list[MetricResult],
+    *,
+    counted: bool,
+    baseline: Baseline,
+    final: bool,
+) -> tuple[Verdict, JudgeState]:
+    outcomes = {r.outcome for r in results}
+    if Outcome.FAIL in outcomes:
+        outcome = Outcome.FAIL
+    elif Outcome.INCONCLUSIVE in outcomes:
+        outcome = Outcome.INCONCLUSIVE
+    else:
+        outcome = Outcome.PASS
+    # Only missing data and incidents count toward max_inconclusive, and only in a row;
+    # waiting for enough requests is bounded by max_bake_seconds instead.
+    streak = 0
+    if outcome is Outcome.INCONCLUSIVE and counted:
+        streak = state.inconclusive_streak + 1
+        if streak > config.max_inconclusive:
+            outcome = Outcome.FAIL
+            results.append(
+                MetricResult(
+                    "inconclusive_streak",
+                    Outcome.FAIL,
+                    float(streak),
+                    float(config.max_inconclusive),
+                    f"{streak} inconclusive checks in a row (max_inconclusive {config.max_inconclusive})",
+                )
+            )
+    e_values = state.e_values
+    state = replace(state, inconclusive_streak=streak)
+    statistics: dict[str, float | None] = {
+        "check": float(state.checks),
+        "e_threshold": len(ERROR_TESTS) / config.alpha,
+        **{f"e_{name}": e_values[name] for name in ERROR_TESTS},
+        "history_reference": state.history_reference,
+        "canary_requests": state.canary_requests,
+        "canary_errors": state.canary_errors,
+        "stable_requests": state.stable_requests,
+        "stable_errors": state.stable_errors,
+        "inconclusive_streak": float(streak),
+    }
+    verdict = Verdict(outcome, tuple(results), baseline, statistics, final=final)
+    return verdict, state
+
+
+def _broken_counts(obs: Observation) -> str:
+    checks = [("canary interval", obs.canary), ("canary window", obs.window_canary)]
+    checks += [
+        (name, m) for name, m in (("stable interval", obs.stable), ("stable window", obs.window_stable)) if m
+    ]
+    for name, m in checks:
+        if not m.counts_valid:
+            return f"{name} counts missing or invalid (requests={m.requests}, errors={m.errors})"
+    return ""
+
+
+def _history_reference(config: AnalysisConfig, history: Measurement) -> float | None:
+    if not history.counts_valid or history.requests < config.min_requests:
+        return None
+    # Add-one: an error-free hour gives a small positive rate, not zero.
+    p0 = (history.errors + 1.0) / (history.requests + 1.0)
+    return min(max(p0 * (1.0 + config.history_margin), HISTORY_FLOOR), 0.5)
+
+
+def _update_error_tests(
+    config: AnalysisConfig, obs: Observation, state: JudgeState
+) -> tuple[JudgeState, bool]:
+    c_n, c_e = obs.canary.requests, obs.canary.errors
+    s_n, s_e = (obs.stable.requests, obs.stable.errors) if obs.stable else (0.0, 0.0)
+    log_e = {name: list(values) for name, values in state.log_e.items()}
+    skipped = dict(state.skipped_intervals)
+
+    if c_n > 0 and s_n > 0 and c_e + s_e > 0:
+        q0 = c_n / (c_n + s_n)
+        for i, theta in enumerate(THETAS):
+            q1 = theta * c_n / (theta * c_n + s_n)
+            log_e["errors_vs_stable"][i] += c_e * math.log(q1 / q0) + s_e * math.log((1 - q1) / (1 - q0))
+
+    references = {"errors_vs_max": config.max_error_rate, "errors_vs_history": state.history_reference}
+    for name, reference in references.items():
+        if reference is None or c_n <= 0:
+            continue
+        if _stable_degraded(s_n, s_e, reference):
+            skipped[name] += 1
+            continue
+        for i, (log_error, log_success) in enumerate(_one_sample_terms(reference)):
+            log_e[name][i] += c_e * log_error + (c_n - c_e) * log_success
+
+    # An incident: stable's errors are up in this interval, and the canary's are above the
+    # limit too (in this interval or overall). Re-check rather than blame the canary.
+    canary_window_rate = obs.window_canary.error_rate or 0.0
+    incident = _stable_degraded(s_n, s_e, config.max_error_rate) and (
+        (c_n > 0 and c_e / c_n > config.max_error_rate) or canary_window_rate > config.max_error_rate
+    )
+    state = replace(
+        state,
+        log_e={k: tuple(v) for k, v in log_e.items()},
+        skipped_intervals=skipped,
+        canary_requests=state.canary_requests + c_n,
+        canary_errors=state.canary_errors + c_e,
+        stable_requests=state.stable_requests + s_n,
+        stable_errors=state.stable_errors + s_e,
+    )
+    return state, incident
+
+
+@lru_cache(maxsize=64)
+def _one_sample_terms(reference: float) -> tuple[tuple[float, float], ...]:
+    """Per theta: log LR of one error and of one success, H1 p1 = theta*reference vs H0 reference."""
+    terms = []
+    for theta in THETAS:
+        p1 = min(theta * reference, (1.0 + reference) / 2)  # an alternative rate below 1
+        terms.append((math.log(p1 / reference), math.log((1 - p1) / (1 - reference))))
+    return tuple(terms)
+
+
+def _stable_degraded(requests: float, errors: float, reference: float) -> bool:
+    if requests <= 0 or errors <= requests * reference:  # at or below the mean: not surprising
+        return False
+    return _poisson_upper_tail(errors, requests * reference) < INCIDENT_P_VALUE
+
+
+def _poisson_upper_tail(k: float, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(mean): how surprising k errors are at the expected mean."""
+    k = math.ceil(k)
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    if k > mean + 12 * math.sqrt(mean) + 30:  # far out in the tail: skip the long sum
+        return 0.0
+    log_terms = [-mean + j * math.log(mean) - math.lgamma(j + 1) for j in range(k)]
+    return max(0.0, 1.0 - math.exp(_log_sum_exp(log_terms)))
+
+
+def _error_test_results(config: AnalysisConfig, state: JudgeState) -> list[MetricResult]:
+    threshold = len(ERROR_TESTS) / config.alpha
+    results = []
+    for name in ERROR_TESTS:
+        if name == "errors_vs_history" and state.history_reference is None:
+            continue
+        if name == "errors_vs_stable" and state.stable_requests <= 0:
+            continue
+        e = state.e_value(name)
+        failed = e >= threshold
+        skipped = state.skipped_intervals.get(name, 0)
+        counts = f"canary {state.canary_errors:.0f}/{state.canary_requests:.0f}"
+        if name == "errors_vs_stable":
+            detail = f"{counts} vs stable {state.stable_errors:.0f}/{state.stable_requests:.0f} errors"
+        elif name == "errors_vs_history":
+            detail = f"{counts} vs pre-release rate {_pct(state.history_reference)}"
+        else:
+            detail = f"{counts} vs max_error_rate {_pct(config.max_error_rate)}"
+        detail += " - significantly worse" if failed else ""
+        detail += f" ({skipped} interval(s) skipped: stable degraded)" if skipped else ""
+        results.append(MetricResult(name, Outcome.FAIL if failed else Outcome.PASS, e, threshold, detail))
+    return results
+
+
+def _error_rate_floor(
+    config: AnalysisConfig, obs: Observation, *, final: bool, enough: bool
+) -> tuple[MetricResult, bool]:
+    rate = obs.window_canary.error_rate
+    stable_rate = obs.window_stable.error_rate if obs.window_stable else None
+    limit = config.max_error_rate
+    if rate is None:
+        return MetricResult("error_rate", Outcome.INCONCLUSIVE, None, limit, "no canary requests yet"), False
+    detail = f"canary {_pct(rate)}" + (f", stable {_pct(stable_rate)}" if stable_rate is not None else "")
+    if rate <= limit:
+        outcome = Outcome.PASS if enough else Outcome.INCONCLUSIVE
+        return MetricResult("error_rate", outcome, rate, limit, detail), False
+    stable_too = (
+        stable_rate is not None and stable_rate > limit and obs.window_stable.requests >= config.min_requests
+    )
+    if stable_too:
+        detail += ": both above max_error_rate, not blamed on the canary"
+        # At bake end this is an incident (counted); during the bake, point estimates are
+        # noisy and the per-interval incident test decides what counts.
+        return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), final
+    if final:
+        return MetricResult("error_rate", Outcome.FAIL, rate, limit, detail + ": above max_error_rate"), False
+    # During the bake a point estimate above the limit is not yet evidence: errors_vs_max decides.
+    detail += ": above max_error_rate, not yet significant"
+    return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False
+
+
+def _latency_results(config: AnalysisConfig, obs: Observation) -> tuple[list[MetricResult], bool]:
+    canary_p99 = obs.window_canary.p99_ms
+    stable = obs.window_stable
+    stable_p99 = stable.p99_ms if stable and stable.requests >= config.min_requests else None
+    if canary_p99 is None:
+        return [
+            MetricResult("p99_ms", Outcome.INCONCLUSIVE, None, config.max_p99_ms, "canary p99 missing")
+        ], True
+    results = []
+    counted = False
+    if canary_p99 <= config.max_p99_ms:
+        results.append(MetricResult("p99_ms", Outcome.PASS, canary_p99, config.max_p99_ms, "canary p99"))
+    elif stable_p99 is not None and stable_p99 > config.max_p99_ms:
+        detail = f"canary and stable ({stable_p99:.1f} ms) both above max_p99_ms: not blamed on the canary"
+        results.append(MetricResult("p99_ms", Outcome.INCONCLUSIVE, canary_p99, config.max_p99_ms, detail))
+        counted = True
+    else:
+        results.append(
+            MetricResult("p99_ms", Outcome.FAIL, canary_p99, config.max_p99_ms, "canary p99 above max_p99_ms")
+        )
+    if stable_p99 is not None:
+        limit = stable_p99 * (1.0 + config.latency_tolerance)
+        worse = canary_p99 > limit
+        detail = (
+            f"canary {canary_p99:.1f} ms vs stable {stable_p99:.1f} ms "
+            f"(+{config.latency_tolerance:.0%} allowed)" + (": regression" if worse else "")
+        )
+        results.append(
+            MetricResult("p99_vs_stable", Outcome.FAIL if worse else Outcome.PASS, canary_p99, limit, detail)
+        )
+    return results, counted
+
+
+def _custom_results(config: AnalysisConfig, obs: Observation) -> tuple[list[MetricResult], bool]:
+    results = []
+    counted = False
+    stable_values = obs.window_stable.custom if obs.window_stable else {}
+    for metric in config.custom_metrics:
+        value = obs.window_canary.custom.get(metric.name)
+        if value is None or not math.isfinite(value):
+            results.append(
+                MetricResult(
+                    metric.name, Outcome.INCONCLUSIVE, None, metric.threshold, "no value for the canary"
+                )
+            )
+            counted = True
+            continue
+        bad = metric.is_worse(value, metric.threshold)
+        better = "at most" if metric.direction == "lower" else "at least"
+        detail = f"canary {value:g}, must be {better} {metric.threshold:g}"
+        results.append(
+            MetricResult(metric.name, Outcome.FAIL if bad else Outcome.PASS, value, metric.threshold, detail)
+        )
+        if metric.compare_to_stable is None:
+            continue
+        stable_value = stable_values.get(metric.name)
+        name = f"{metric.name}_vs_stable"
+        if stable_value is None or not math.isfinite(stable_value):
+            results.append(MetricResult(name, Outcome.INCONCLUSIVE, value, None, "no value for stable"))
+            counted = True
+            continue
+        limit = metric.stable_limit(stable_value)
+        worse = metric.is_worse(value, limit)
+        detail = f"canary {value:g} vs stable {stable_value:g} ({metric.compare_to_stable:.0%} tolerated)"
+        results.append(MetricResult(name, Outcome.FAIL if worse else Outcome.PASS, value, limit, detail))
+    return results, counted
+
+
+def _baseline(obs: Observation, state: JudgeState) -> Baseline:
+    in_release = state.stable_requests > 0 or bool(obs.window_stable and obs.window_stable.requests > 0)
+    history = state.history_reference is not None
+    if in_release and history:
+        return Baseline.BOTH
+    if in_release:
+        return Baseline.IN_RELEASE
+    return Baseline.HISTORY if history else Baseline.NONE
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _log_sum_exp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum([math.exp(v - top) for v in values]))
+
+
+def _log_mean_exp(values: Sequence[float]) -> float:
+    return _log_sum_exp(values) - math.log(len(values))
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.2%}"
+
+
+def _fmt(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if name in ("error_rate",):
+        return _pct(value)
+    if name.startswith("errors_vs_"):
+        return f"e={value:.3g}"
+    if name.startswith("p99"):
+        return f"{value:.1f}ms"
+    return f"{value:g}"

@@ -1,0 +1,526 @@
+"""Routing edits a release makes to a VirtualService and its DestinationRule.
+
+Every function is pure: it returns a NEW dict (deep copy) and never mutates its input, so
+the hook can diff before/after and retry a read-modify-write on 409 with the same intent.
+
+What a release owns (DESIGN rule 2), and nothing else:
+- the *owned route*: the HTTP route named `request.route_name`, or else the single catch-all
+  HTTP route (no match) whose destinations all point at the host;
+- the *canary match route* (`request.canary_route_name`), which it inserts immediately before
+  the owned route for the header/cookie strategies, so routes other people placed earlier
+  (e.g. Bookinfo's `end-user: jason` route) keep their priority;
+- the stable/canary subsets it adds to the DestinationRule.
+
+Decisions (kept consistent across functions):
+- Weights are absolute and written as (100 - w, w). A zero-weight destination is dropped, so
+  0 gives a single stable destination and 100 a single canary destination, both without a
+  `weight` (Istio sends all traffic to a lone destination whatever its weight).
+- New destinations reuse the host spelling, the `port` and any per-destination extras
+  (e.g. `headers`) of the owned route's current stable destination (or, when there is none,
+  its first destination of the host), and every destination written carries them: they
+  describe the service, not a version, and carrying them on all entries is what keeps
+  weights absolute (0 -> 100 -> 0 ends where 0 started).
+- The canary match route copies from the owned route what shapes the request and response
+  the service sees: `rewrite`, `timeout`, `retries`, `headers`, `corsPolicy`, so the canary
+  path behaves like the stable one. It does not copy `fault` (an experiment on stable
+  traffic that would skew the canary's metrics) or `mirror*` (a side effect that would
+  double). If the owned route has matches (a named route), the canary route ANDs the
+  header/cookie condition into each of them, so it only catches requests the owned route
+  would have served.
+- Rollback restores the owned route exactly as snapshotted and removes the canary match
+  route; everything else stays as it is *now* (others' edits during the release survive).
+  `restore_subsets` removes the subsets the release added, unless still referenced.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.validation import ValidationError
+
+# Owned-route fields the canary match route copies (see module docstring for why).
+COPIED_TO_MATCH_ROUTE: tuple[str, ...] = ("rewrite", "timeout", "retries", "headers", "corsPolicy")
+# Match-request keys that do not narrow a match: an entry with only these matches everything.
+_NON_NARROWING_MATCH_KEYS = frozenset({"name", "ignoreUriCase"})
+
+
+class RoutingError(ValueError):
+    """The VirtualService/DestinationRule cannot be edited safely; says what was found."""
+
+
+class SubsetConflictError(RoutingError):
+    """A subset with the release's name exists with other labels: someone else's subset."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _http_routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
+    routes = _spec(vs).get("http")
+    return routes if isinstance(routes, list) else []
+
+
+def _name_of(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def _entries(route: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = route.get("route")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _destination(entry: dict[str, Any]) -> dict[str, Any]:
+    dest = entry.get("destination")
+    return dest if isinstance(dest, dict) else {}
+
+
+def is_catch_all(route: dict[str, Any]) -> bool:
+    """True when the route matches every request: no match, or a match entry that narrows nothing."""
+    matches = route.get("match")
+    if not matches:
+        return True
+    return any(not isinstance(m, dict) or not (set(m) - _NON_NARROWING_MATCH_KEYS) for m in matches)
+
+
+def _routes_only_to_host(route: dict[str, Any], request: ReleaseRequest) -> bool:
+    entries = _entries(route)
+    return bool(entries) and all(request.refers_to_host(_destination(e).get("host")) for e in entries)
+
+
+def _describe(index: int, route: dict[str, Any]) -> str:
+    name = route.get("name")
+    label = f"http[{index}]" + (f" {name!r}" if name else "")
+    kind = "catch-all" if is_catch_all(route) else "match"
+    hosts = sorted({str(_destination(e).get("host")) for e in _entries(route)})
+    target = ", ".join(hosts) if hosts else "no route destinations"
+    return f"{label} ({kind} -> {target})"
+
+
+def _describe_all(vs: dict[str, Any]) -> str:
+    routes = _http_routes(vs)
+    if not routes:
+        return "no http routes"
+    return "; ".join(_describe(i, r) for i, r in enumerate(routes))
+
+
+def _require_weight(canary_weight: Any) -> int:
+    if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 0 <= canary_weight <= 100:
+        raise ValidationError("canary_weight", canary_weight, "must be an integer in 0..100")
+    return canary_weight
+
+
+# --------------------------------------------------------------------------- finding the owned route
+
+
+def find_owned_route(vs: dict[str, Any], request: ReleaseRequest) -> int:
+    """Index into spec.http of the route this release owns; RoutingError if none or ambiguous."""
+    routes = _http_routes(vs)
+    if request.route_name:
+        named = [
+            i for i, r in enumerate(routes) if isinstance(r, dict) and r.get("name") == request.route_name
+        ]
+        if not named:
+            raise RoutingError(
+                f"VirtualService {_name_of(vs)} has no HTTP route named {request.route_name!r}; "
+                f"found: {_describe_all(vs)}"
+            )
+        if len(named) > 1:
+            raise RoutingError(
+                f"VirtualService {_name_of(vs)} has {len(named)} HTTP routes named {request.route_name!r} "
+                f"(indices {named}); route names must be unique to own one"
+            )
+        index = named[0]
+        if not _routes_only_to_host(routes[index], request):
+            raise RoutingError(
+                f"route {_describe(index, routes[index])} in VirtualService {_name_of(vs)} does not send "
+                f"all its traffic to host {request.host!r}; a release can only own a route of its host"
+            )
+        return index
+    candidates = [
+        i
+        for i, r in enumerate(routes)
+        if isinstance(r, dict)
+        and r.get("name") != request.canary_route_name
+        and is_catch_all(r)
+        and _routes_only_to_host(r, request)
+    ]
+    if not candidates:
+        raise RoutingError(
+            f"VirtualService {_name_of(vs)} has no catch-all HTTP route (no match) sending traffic to host "
+            f"{request.host!r}; found: {_describe_all(vs)}. Name the route to own with route_name"
+        )
+    if len(candidates) > 1:
+        found = ", ".join(_describe(i, routes[i]) for i in candidates)
+        raise RoutingError(
+            f"VirtualService {_name_of(vs)} has {len(candidates)} catch-all HTTP routes for host "
+            f"{request.host!r}: {found}. Name the route to own with route_name"
+        )
+    return candidates[0]
+
+
+def _owned(out: dict[str, Any], request: ReleaseRequest) -> tuple[int, dict[str, Any]]:
+    index = find_owned_route(out, request)
+    return index, out["spec"]["http"][index]
+
+
+def _stable_template(route: dict[str, Any], request: ReleaseRequest) -> dict[str, Any] | None:
+    """The entry whose host spelling, port and extras the stable destination inherits."""
+    entries = [e for e in _entries(route) if request.refers_to_host(_destination(e).get("host"))]
+    for wanted in (request.stable_subset, None):
+        for entry in entries:
+            if _destination(entry).get("subset") == wanted:
+                return entry
+    return entries[0] if entries else None
+
+
+def _entry_for(
+    subset: str, weight: int | None, template: dict[str, Any] | None, request: ReleaseRequest
+) -> dict[str, Any]:
+    template_dest = _destination(template) if template else {}
+    destination: dict[str, Any] = {"host": template_dest.get("host") or request.host, "subset": subset}
+    if "port" in template_dest:
+        destination["port"] = copy.deepcopy(template_dest["port"])
+    entry: dict[str, Any] = {"destination": destination}
+    if weight is not None:
+        entry["weight"] = weight
+    for key, value in (template or {}).items():
+        if key not in ("destination", "weight"):
+            entry[key] = copy.deepcopy(value)
+    return entry
+
+
+# --------------------------------------------------------------------------- VirtualService edits
+
+
+def set_weights(vs: dict[str, Any], request: ReleaseRequest, canary_weight: int) -> dict[str, Any]:
+    """Owned route sends (100 - w)% to the stable subset and w% to the canary subset."""
+    weight = _require_weight(canary_weight)
+    out = copy.deepcopy(vs)
+    _, route = _owned(out, request)
+    template = _stable_template(route, request)
+    if weight == 0:
+        entries = [_entry_for(request.stable_subset, None, template, request)]
+    elif weight == 100:
+        entries = [_entry_for(request.canary_subset, None, template, request)]
+    else:
+        entries = [
+            _entry_for(request.stable_subset, 100 - weight, template, request),
+            _entry_for(request.canary_subset, weight, template, request),
+        ]
+    route["route"] = entries
+    return out
+
+
+def _canary_condition(request: ReleaseRequest) -> dict[str, dict[str, str]]:
+    if request.strategy == "header":
+        return {request.header_name: {"exact": request.header_value}}
+    if request.strategy == "cookie":
+        return {"cookie": {"regex": request.cookie_regex}}
+    raise RoutingError(f"strategy {request.strategy!r} does not use a canary match route")
+
+
+def _canary_matches(owned: dict[str, Any], request: ReleaseRequest) -> list[dict[str, Any]]:
+    condition = _canary_condition(request)
+    owned_matches = owned.get("match") or [{}]
+    matches: list[dict[str, Any]] = []
+    for owned_match in owned_matches:
+        match = copy.deepcopy(owned_match) if isinstance(owned_match, dict) else {}
+        headers = dict(match.get("headers") or {})
+        for key, value in condition.items():
+            if key in headers and headers[key] != value:
+                raise RoutingError(
+                    f"owned route {owned.get('name')!r} already matches header {key!r} "
+                    f"with {headers[key]!r}; "
+                    f"cannot add the canary condition {value!r} on the same header"
+                )
+            headers[key] = value
+        match["headers"] = headers
+        matches.append(match)
+    return matches
+
+
+def set_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Put the canary match route immediately before the owned route (replacing any old copy)."""
+    out = remove_match_route(vs, request)
+    index, owned = _owned(out, request)
+    canary_entry = _entry_for(request.canary_subset, None, _stable_template(owned, request), request)
+    match_route: dict[str, Any] = {
+        "name": request.canary_route_name,
+        "match": _canary_matches(owned, request),
+        "route": [canary_entry],
+    }
+    for key in COPIED_TO_MATCH_ROUTE:
+        if key in owned:
+            match_route[key] = copy.deepcopy(owned[key])
+    out["spec"]["http"].insert(index, match_route)
+    return out
+
+
+def remove_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Drop the canary match route; a copy of `vs` unchanged if it is not there."""
+    out = copy.deepcopy(vs)
+    spec = out.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("http"), list):
+        spec["http"] = [
+            r
+            for r in spec["http"]
+            if not (isinstance(r, dict) and r.get("name") == request.canary_route_name)
+        ]
+    return out
+
+
+def promote(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Owned route 100% canary; canary match route removed."""
+    return set_weights(remove_match_route(vs, request), request, 100)
+
+
+def restore_owned(
+    current_vs: dict[str, Any], snapshot_vs: dict[str, Any], request: ReleaseRequest
+) -> dict[str, Any]:
+    """Owned route exactly as in the snapshot, match route removed, every other part as it is now."""
+    snapshot_index = find_owned_route(snapshot_vs, request)
+    snapshot_route = copy.deepcopy(_http_routes(snapshot_vs)[snapshot_index])
+    out = remove_match_route(current_vs, request)
+    try:
+        index = find_owned_route(out, request)
+    except RoutingError:
+        # Someone may have reshaped the route since (e.g. added a subset we do not own);
+        # a unique route with the snapshot route's name is still unambiguously ours.
+        name = snapshot_route.get("name")
+        same_name = [i for i, r in enumerate(_http_routes(out)) if name and r.get("name") == name]
+        if len(same_name) != 1:
+            raise
+        index = same_name[0]
+    out["spec"]["http"][index] = snapshot_route
+    return out
+
+
+# --------------------------------------------------------------------------- DestinationRule edits
+
+
+def _check_dr_host(dr: dict[str, Any], request: ReleaseRequest) -> None:
+    host = _spec(dr).get("host")
+    if not request.refers_to_host(host):
+        raise RoutingError(
+            f"DestinationRule {_name_of(dr)} is for host {host!r}, "
+            f"not for the release's host {request.host!r}"
+        )
+
+
+def new_destination_rule(request: ReleaseRequest, name: str | None = None) -> dict[str, Any]:
+    """A DestinationRule with just the release's subsets, for a host that has none yet."""
+    return {
+        "apiVersion": f"networking.istio.io/{request.istio_api_version}",
+        "kind": "DestinationRule",
+        "metadata": {"name": name or request.service, "namespace": request.namespace},
+        "spec": {
+            "host": request.host,
+            "subsets": [
+                {"name": request.stable_subset, "labels": dict(request.stable_labels)},
+                {"name": request.canary_subset, "labels": dict(request.canary_labels)},
+            ],
+        },
+    }
+
+
+def ensure_subsets(dr: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Stable and canary subsets exist (appended if missing); every other field kept as is."""
+    _check_dr_host(dr, request)
+    out = copy.deepcopy(dr)
+    spec = out["spec"]
+    subsets = spec.get("subsets")
+    if subsets is None:
+        subsets = []
+    if not isinstance(subsets, list):
+        raise RoutingError(f"DestinationRule {_name_of(dr)}: spec.subsets is not a list")
+    for name, labels in (
+        (request.stable_subset, request.stable_labels),
+        (request.canary_subset, request.canary_labels),
+    ):
+        existing = [s for s in subsets if isinstance(s, dict) and s.get("name") == name]
+        if existing:
+            if existing[0].get("labels") != labels:
+                raise SubsetConflictError(
+                    f"DestinationRule {_name_of(dr)} already has subset {name!r} with labels "
+                    f"{existing[0].get('labels')!r}, but the release needs {labels!r}; fix the subset or "
+                    f"choose another name (stable_subset/canary_subset)"
+                )
+            continue
+        subsets.append({"name": name, "labels": dict(labels)})
+    if subsets or "subsets" in spec:
+        spec["subsets"] = subsets
+    return out
+
+
+def referenced_subsets(vs: dict[str, Any], request: ReleaseRequest) -> set[str]:
+    """Subsets of the release's host that any http/tcp/tls route or mirror of `vs` points at."""
+    found: set[str] = set()
+    spec = _spec(vs)
+    for kind in ("http", "tcp", "tls"):
+        for route in spec.get(kind) or []:
+            if not isinstance(route, dict):
+                continue
+            dests = [_destination(e) for e in _entries(route)]
+            if isinstance(route.get("mirror"), dict):
+                dests.append(route["mirror"])
+            for mirror in route.get("mirrors") or []:
+                if isinstance(mirror, dict):
+                    dests.append(_destination(mirror))
+            for dest in dests:
+                if request.refers_to_host(dest.get("host")) and dest.get("subset"):
+                    found.add(dest["subset"])
+    return found
+
+
+def restore_subsets(
+    current_dr: dict[str, Any],
+    snapshot_dr: dict[str, Any] | None,
+    request: ReleaseRequest,
+    *,
+    keep_referenced_by: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Remove the subsets the release added (absent from the snapshot), keeping everything else.
+
+    A subset still referenced by `keep_referenced_by` (the VirtualService as it is after the
+    route was restored) stays: removing it first would make Envoy return 503s for that route.
+    A subset the release did not write (other labels) is never removed.
+    """
+    out = copy.deepcopy(current_dr)
+    spec = out.get("spec") or {}
+    subsets = spec.get("subsets")
+    if not isinstance(subsets, list):
+        return out
+    before = {s.get("name") for s in (_spec(snapshot_dr or {}).get("subsets") or []) if isinstance(s, dict)}
+    keep = referenced_subsets(keep_referenced_by, request) if keep_referenced_by else set()
+    written = {request.stable_subset: request.stable_labels, request.canary_subset: request.canary_labels}
+
+    def release_added(subset: Any) -> bool:
+        if not isinstance(subset, dict):
+            return False
+        name = subset.get("name")
+        return (
+            name in written
+            and name not in before
+            and name not in keep
+            and subset.get("labels") == written[name]
+        )
+
+    remaining = [s for s in subsets if not release_added(s)]
+    if remaining or (snapshot_dr is not None and "subsets" in _spec(snapshot_dr)):
+        spec["subsets"] = remaining
+    else:
+        spec.pop("subsets", None)
+    return out
+
+
+# --------------------------------------------------------------------------- state and plans
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    """The absolute routing one step wants: canary share of the owned route, match route on/off."""
+
+    canary_weight: int
+    match_route: bool = False
+
+    def __post_init__(self) -> None:
+        _require_weight(self.canary_weight)
+
+    def describe(self) -> str:
+        match = ", canary match route on" if self.match_route else ""
+        return f"set route: {self.canary_weight}% canary{match}"
+
+
+@dataclass(frozen=True)
+class RoutingState:
+    """What the owned route does now (percentages of the owned route's traffic)."""
+
+    owned_index: int
+    owned_route_name: str | None
+    canary_weight: int
+    stable_weight: int
+    match_route_present: bool
+
+    @property
+    def other_weight(self) -> int:
+        """Share going to neither subset (e.g. the host without a subset, before the first step)."""
+        return 100 - self.canary_weight - self.stable_weight
+
+    def describe(self) -> str:
+        route = f"http[{self.owned_index}]" + (f" {self.owned_route_name!r}" if self.owned_route_name else "")
+        other = f", other {self.other_weight}%" if self.other_weight else ""
+        match = "present" if self.match_route_present else "absent"
+        return (
+            f"{route}: stable {self.stable_weight}%, canary {self.canary_weight}%{other}; match route {match}"
+        )
+
+
+def _shares(route: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    entries = _entries(route)
+    if len(entries) == 1:
+        return [(entries[0], 1.0)]
+    weights = [e.get("weight") if isinstance(e.get("weight"), int) else 0 for e in entries]
+    total = sum(weights)
+    if total <= 0:
+        # Invalid in Istio (all-zero weights); report an even split rather than divide by zero.
+        return [(e, 1.0 / len(entries)) for e in entries] if entries else []
+    return [(e, w / total) for e, w in zip(entries, weights, strict=True)]
+
+
+def routing_state(vs: dict[str, Any], request: ReleaseRequest) -> RoutingState:
+    index = find_owned_route(vs, request)
+    route = _http_routes(vs)[index]
+    canary = stable = 0.0
+    for entry, share in _shares(route):
+        dest = _destination(entry)
+        if not request.refers_to_host(dest.get("host")):
+            continue
+        if dest.get("subset") == request.canary_subset:
+            canary += share
+        elif dest.get("subset") == request.stable_subset:
+            stable += share
+    return RoutingState(
+        owned_index=index,
+        owned_route_name=route.get("name"),
+        canary_weight=round(canary * 100),
+        stable_weight=round(stable * 100),
+        match_route_present=any(
+            isinstance(r, dict) and r.get("name") == request.canary_route_name for r in _http_routes(vs)
+        ),
+    )
+
+
+def apply_plan(vs: dict[str, Any], request: ReleaseRequest, plan: RoutingPlan) -> dict[str, Any]:
+    """The VirtualService with exactly the plan's routing; applying it twice equals once."""
+    if plan.match_route and not request.uses_match_route:
+        raise RoutingError(f"strategy {request.strategy!r} does not use a canary match route")
+    out = set_weights(remove_match_route(vs, request), request, plan.canary_weight)
+    if plan.match_route:
+        out = set_match_route(out, request)
+    return out
+
+
+def is_at_plan(vs: dict[str, Any], request: ReleaseRequest, plan: RoutingPlan) -> bool:
+    """True when writing the plan would change nothing (a re-run can skip the write)."""
+    return apply_plan(vs, request, plan) == vs
+
+
+def plan_for_step(request: ReleaseRequest, canary_weight: int) -> RoutingPlan:
+    """The routing for one step of `request.steps`.
+
+    weighted: the owned route's split only. header/cookie: the match route sends every
+    matching request to the canary, and the step's weight applies to the rest (as Argo
+    Rollouts combines setHeaderRoute with setWeight); at 100 the match route is redundant
+    and dropped, which is what promotion writes anyway.
+    """
+    weight = _require_weight(canary_weight)
+    return RoutingPlan(canary_weight=weight, match_route=request.uses_match_route and weight < 100)

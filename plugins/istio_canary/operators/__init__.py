@@ -1,0 +1,1 @@
+"""Thin Airflow operators: read inputs, call hooks and core, log, push XCom."""

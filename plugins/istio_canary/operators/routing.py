@@ -1,0 +1,180 @@
+"""Operators that change routing. Each writes an absolute desired state, so re-running is harmless."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
+from istio_canary.core.lock import NotLockHolderError, finished, snapshot_of
+from istio_canary.core.routing import (
+    RoutingPlan,
+    apply_plan,
+    ensure_subsets,
+    promote,
+    restore_owned,
+    routing_state,
+)
+from istio_canary.hooks.istio import WriteResult
+from istio_canary.operators.base import Edit, IstioReleaseOperator, release_holder
+
+
+def _summary(result: WriteResult | None, request: Any) -> dict[str, Any]:
+    if result is None:
+        return {"changed": False, "skipped": "release not held by this run"}
+    state = routing_state(result.after, request)
+    return {
+        "changed": result.changed,
+        "written": result.written,
+        "resource_version": result.resource_version,
+        "canary_weight": state.canary_weight,
+        "match_route": state.match_route_present,
+    }
+
+
+class IstioDestinationRuleOperator(IstioReleaseOperator):
+    """Ensure the DestinationRule has subsets for the stable and canary versions.
+
+    Keeps trafficPolicy (mTLS included), every other subset and field as they were.
+    """
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        req = self.request
+        try:
+            self.check_still_holding(context)
+        except NotLockHolderError as exc:
+            self.log.info("ensure subsets: no change: %s", exc)
+            return {"changed": False, "skipped": str(exc)}
+
+        def edit(dr: dict[str, Any]) -> dict[str, Any]:
+            desired = ensure_subsets(dr, req)
+            validate_destination_rule(desired)
+            return desired
+
+        result = self.hook.update(
+            "DestinationRule", req.namespace, req.destination_rule, edit, dry_run=self.is_dry_run
+        )
+        self.log_write(result, f"ensure subsets {req.stable_subset}, {req.canary_subset}")
+        return {"changed": result.changed, "resource_version": result.resource_version}
+
+
+class _VirtualServiceRoutingOperator(IstioReleaseOperator):
+    """Shared by the operators that write one routing plan to the VirtualService."""
+
+    def desired_plan(self) -> RoutingPlan:
+        raise NotImplementedError
+
+    def routing_edit(self) -> Edit:
+        req = self.request
+        plan = self.desired_plan()
+        dr = self.destination_rule_for_checks()
+
+        def edit(vs: dict[str, Any]) -> dict[str, Any]:
+            desired = apply_plan(vs, req, plan)
+            validate_virtual_service(desired, dr)
+            return desired
+
+        return edit
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        plan = self.desired_plan()
+        result = self.update_virtual_service(context, self.routing_edit(), plan.describe())
+        return _summary(result, self.request)
+
+
+class IstioTrafficShiftOperator(_VirtualServiceRoutingOperator):
+    """Set the owned route to `canary_weight`% canary, the rest stable (absolute, not a delta).
+
+    :param canary_weight: 0..100.
+    :param match_route: keep (True) or remove (False) the header/cookie canary match route.
+    """
+
+    template_fields: Sequence[str] = (*IstioReleaseOperator.template_fields, "canary_weight")
+
+    def __init__(self, *, canary_weight: int | str, match_route: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.canary_weight = canary_weight
+        self.match_route = match_route
+
+    def desired_plan(self) -> RoutingPlan:
+        return RoutingPlan(canary_weight=int(self.canary_weight), match_route=self.match_route)
+
+
+class IstioMatchRouteOperator(_VirtualServiceRoutingOperator):
+    """Turn the header (`user-agent: canary`) or cookie (`canary=true`) canary route on or off.
+
+    With it on, only matching requests reach the canary; the owned route stays 100% stable.
+    """
+
+    def __init__(self, *, enabled: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.enabled = enabled
+
+    def desired_plan(self) -> RoutingPlan:
+        return RoutingPlan(canary_weight=0, match_route=self.enabled)
+
+
+class IstioPromoteOperator(IstioReleaseOperator):
+    """All traffic to the canary, canary match route removed, release lock released."""
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        req, holder = self.request, release_holder(context)
+        dr = self.destination_rule_for_checks()
+
+        def edit(vs: dict[str, Any]) -> dict[str, Any]:
+            desired = promote(vs, req)
+            validate_virtual_service(desired, dr)
+            return desired if self.is_dry_run or not self.require_lock else finished(desired, holder, "promoted")
+
+        result = self.update_virtual_service(context, edit, f"promote {req.canary_version}")
+        return _summary(result, req)
+
+
+class IstioRollbackOperator(IstioReleaseOperator):
+    """Put the owned route back as the snapshot had it, remove the canary route, release the lock.
+
+    Edits other people made to other routes during the release stay. A rollback re-run, or a
+    rollback after the release was promoted, changes nothing and says so.
+
+    :param snapshot: the preflight snapshot (XCom); the copy recorded on the VirtualService
+        beside the lock is preferred, since it survives a cleared preflight task.
+    :param reason: why the release is rolled back, for the log and the recorded outcome.
+    """
+
+    template_fields: Sequence[str] = (*IstioReleaseOperator.template_fields, "snapshot", "reason")
+
+    def __init__(self, *, snapshot: Mapping[str, Any] | None = None, reason: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+        self.reason = reason
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        req, holder = self.request, release_holder(context)
+        self.log.info("rolling back %s/%s: %s", req.namespace, req.virtual_service, self.reason or "(no reason)")
+
+        def edit(vs: dict[str, Any]) -> dict[str, Any]:
+            recorded = snapshot_of(vs) or (dict(self.snapshot) if self.snapshot else None)
+            if not recorded or not recorded.get("virtualService"):
+                raise NotLockHolderError("no snapshot recorded: routing was never changed by this release")
+            restored = restore_owned(vs, recorded["virtualService"], req)
+            return restored if self.is_dry_run or not self.require_lock else finished(restored, holder, "rolled_back")
+
+        try:
+            result = self.update_virtual_service(context, edit, "rollback")
+        except Exception:
+            self._say_where_traffic_is()
+            raise
+        return _summary(result, req)
+
+    def _say_where_traffic_is(self) -> None:
+        req = self.request
+        try:
+            vs = self.hook.get_virtual_service(req.namespace, req.virtual_service)
+            state = routing_state(vs, req)
+            where = f"canary weight {state.canary_weight}%, canary match route present: {state.match_route_present}"
+        except Exception as exc:  # the API may be what failed; still say what we know
+            where = f"unknown (could not read the VirtualService: {exc})"
+        self.log.error(
+            "ROLLBACK FAILED: traffic may still reach canary %s of %s/%s: %s. Fix routing by hand or "
+            "clear this task to retry.", req.canary_version, req.namespace, req.virtual_service, where,
+        )

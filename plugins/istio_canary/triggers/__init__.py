@@ -1,0 +1,1 @@
+"""Async triggers for deferred waits (bake + watch, release windows)."""
