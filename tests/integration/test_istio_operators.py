@@ -72,7 +72,7 @@ def run(operator_cls: type, ctx: dict[str, Any] | None = None, **kwargs: Any) ->
 def kubectl_weights(sandbox: Any) -> dict[str, int]:
     out = subprocess.run(
         ["kubectl", "get", "vs", "reviews", "-n", NS, "-o", "json"],
-        env={**sandbox.env, "PATH": _venv_path()},
+        env={**sandbox.env, "PATH": _venv_path(), "KUBECACHEDIR": str(sandbox.state_dir / "kube-cache")},
         capture_output=True, text=True, check=True,
     ).stdout
     owned = json.loads(out)["spec"]["http"][-1]

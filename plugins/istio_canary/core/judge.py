@@ -46,6 +46,8 @@ ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_history", "errors
 INCIDENT_P_VALUE = 0.01
 # Lowest reference rate taken from an error-free history, so one canary error is not "infinitely" worse.
 HISTORY_FLOOR = 0.001
+# Fewest requests per version for a p99-vs-p99 comparison to mean anything.
+LATENCY_COMPARISON_MIN_REQUESTS = 500
 STATE_VERSION = 1
 
 
@@ -324,7 +326,7 @@ def _evaluate(
         )
         counted = True
     if enough:
-        latency, latency_counted = _latency_results(config, obs)
+        latency, latency_counted = _latency_results(config, obs, final=final)
         custom, custom_counted = _custom_results(config, obs)
         results.extend(latency + custom)
         counted |= latency_counted or custom_counted
@@ -521,7 +523,9 @@ def _error_rate_floor(
     return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False
 
 
-def _latency_results(config: AnalysisConfig, obs: Observation) -> tuple[list[MetricResult], bool]:
+def _latency_results(
+    config: AnalysisConfig, obs: Observation, *, final: bool
+) -> tuple[list[MetricResult], bool]:
     canary_p99 = obs.window_canary.p99_ms
     stable = obs.window_stable
     stable_p99 = stable.p99_ms if stable and stable.requests >= config.min_requests else None
@@ -543,14 +547,25 @@ def _latency_results(config: AnalysisConfig, obs: Observation) -> tuple[list[Met
         )
     if stable_p99 is not None:
         limit = stable_p99 * (1.0 + config.latency_tolerance)
+        fewest = min(obs.window_canary.requests, stable.requests if stable else 0.0)
+        if fewest < LATENCY_COMPARISON_MIN_REQUESTS:
+            # A p99 from a few hundred requests is its largest few values, interpolated inside
+            # Istio's coarse buckets (50, 100, 250 ms): comparing two of them is noise.
+            detail = (f"not compared: {fewest:.0f} requests on one side, fewer than "
+                      f"{LATENCY_COMPARISON_MIN_REQUESTS} (max_p99_ms still applies)")
+            results.append(MetricResult("p99_vs_stable", Outcome.PASS, canary_p99, limit, detail))
+            return results, counted
         worse = canary_p99 > limit
         detail = (
             f"canary {canary_p99:.1f} ms vs stable {stable_p99:.1f} ms "
             f"(+{config.latency_tolerance:.0%} allowed)" + (": regression" if worse else "")
         )
-        results.append(
-            MetricResult("p99_vs_stable", Outcome.FAIL if worse else Outcome.PASS, canary_p99, limit, detail)
-        )
+        # During the bake a relative regression is re-checked, not acted on: the cumulative
+        # p99 is compared at every check, and only the bake-end comparison decides.
+        outcome = Outcome.PASS if not worse else (Outcome.FAIL if final else Outcome.INCONCLUSIVE)
+        if worse and not final:
+            detail += ", re-checked at bake end"
+        results.append(MetricResult("p99_vs_stable", outcome, canary_p99, limit, detail))
     return results, counted
 
 

@@ -351,6 +351,13 @@ def p99_query(service: str, namespace: str, versions: Sequence[str], window_seco
     )
 
 
+def scrape_time_query(service: str, namespace: str, versions: Sequence[str]) -> str:
+    """When Prometheus last scraped these counters (epoch seconds). `timestamp()` must wrap
+    the raw selector: applied to an aggregation it returns the evaluation time instead."""
+    selector = _selector(service, namespace, versions)
+    return f"max(timestamp({REQUESTS_METRIC}{selector}))"
+
+
 def counter_snapshot_query(service: str, namespace: str, versions: Sequence[str]) -> str:
     """The raw request counters per version and response code, for exact differencing."""
     selector = _selector(service, namespace, versions)
@@ -436,7 +443,7 @@ def sample_value(raw: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _by_version(results: Iterable[Mapping[str, Any]] | None) -> dict[str, float | None]:
+def values_by_version(results: Iterable[Mapping[str, Any]] | None) -> dict[str, float | None]:
     values: dict[str, float | None] = {}
     for sample in results or ():
         version = (sample.get("metric") or {}).get("destination_version")
@@ -468,9 +475,9 @@ def measurements_from_results(
     p99 and custom values that are missing or NaN become None. Counts are rounded (they come
     from extrapolating `increase`); errors never exceed requests.
     """
-    request_values = _by_version(requests) if requests is not None else None
-    error_values = _by_version(errors) if errors is not None else None
-    p99_values = _by_version(p99)
+    request_values = values_by_version(requests) if requests is not None else None
+    error_values = values_by_version(errors) if errors is not None else None
+    p99_values = values_by_version(p99)
     measurements = {}
     for version in versions:
         n = _count(request_values, version)

@@ -1,0 +1,203 @@
+"""The bake + watch loop's decisions, without the waiting (pure: no network, no Airflow).
+
+The trigger owns the clock and the queries; this module turns what it read into
+observations for the judge and says what to do next. Its progress is a small JSON-able
+record, so it can travel in a trigger event and in XCom (and be looked at in the UI).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from istio_canary.core.judge import (
+    JudgeState,
+    Observation,
+    Outcome,
+    Verdict,
+    final_verdict,
+    judge,
+    judge_no_data,
+    needs_extension,
+)
+from istio_canary.core.metrics import (
+    AnalysisConfig,
+    CounterSnapshot,
+    Measurement,
+    Window,
+    counter_snapshot_query,
+    error_count_query,
+    p99_query,
+    request_count_query,
+    scrape_time_query,
+    with_latency,
+)
+
+Action = Literal["continue", "extend", "stop", "finish"]
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """Which service and versions are watched. Names are validated identifiers (no injection)."""
+
+    service: str
+    namespace: str
+    stable_version: str
+    canary_version: str
+
+    @property
+    def versions(self) -> tuple[str, str]:
+        return (self.canary_version, self.stable_version)
+
+    def snapshot_query(self) -> str:
+        return counter_snapshot_query(self.service, self.namespace, self.versions)
+
+    def freshness_query(self) -> str:
+        return scrape_time_query(self.service, self.namespace, self.versions)
+
+    def latency_query(self, window_seconds: int) -> str:
+        return p99_query(self.service, self.namespace, self.versions, window_seconds)
+
+    def custom_queries(self, config: AnalysisConfig, window_seconds: int) -> dict[str, dict[str, str]]:
+        """metric name -> version -> PromQL, for the user-defined metrics."""
+        return {
+            metric.name: {
+                version: metric.render(
+                    service=self.service, namespace=self.namespace, version=version,
+                    window_seconds=window_seconds,
+                )
+                for version in self.versions
+            }
+            for metric in config.custom_metrics
+        }
+
+    def history_queries(self, config: AnalysisConfig) -> tuple[str, str]:
+        """Stable's requests and 5xx over the pre-release window (evaluated at release start)."""
+        versions = (self.stable_version,)
+        window = config.baseline_window_seconds
+        return (
+            request_count_query(self.service, self.namespace, versions, window),
+            error_count_query(self.service, self.namespace, versions, window),
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        return {"service": self.service, "namespace": self.namespace,
+                "stable_version": self.stable_version, "canary_version": self.canary_version}
+
+
+@dataclass(frozen=True)
+class WatchProgress:
+    """Where a watch is: its first and last counter snapshots, the judge's state, the checks."""
+
+    started_at: float
+    start: CounterSnapshot | None = None
+    last: CounterSnapshot | None = None
+    state: JudgeState = field(default_factory=JudgeState)
+    history: Measurement | None = None
+    verdict: Verdict | None = None
+    checks: tuple[str, ...] = ()
+    # Cumulative counts since the first snapshot, keyed "canary" / "stable".
+    window_counts: Mapping[str, Measurement] = field(default_factory=dict)
+
+    @property
+    def canary_requests(self) -> float:
+        canary = self.window_counts.get("canary")
+        return canary.requests if canary is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "start": self.start.to_dict() if self.start else None,
+            "last": self.last.to_dict() if self.last else None,
+            "state": self.state.to_dict(),
+            "history": self.history.to_dict() if self.history else None,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
+            "checks": list(self.checks),
+            "window_counts": {k: m.to_dict() for k, m in self.window_counts.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> WatchProgress:
+        return cls(
+            started_at=float(raw["started_at"]),
+            start=CounterSnapshot.from_dict(raw["start"]) if raw.get("start") else None,
+            last=CounterSnapshot.from_dict(raw["last"]) if raw.get("last") else None,
+            state=JudgeState.from_dict(raw["state"]),
+            history=Measurement.from_dict(raw["history"]) if raw.get("history") else None,
+            verdict=Verdict.from_dict(raw["verdict"]) if raw.get("verdict") else None,
+            checks=tuple(raw.get("checks") or ()),
+            window_counts={k: Measurement.from_dict(m) for k, m in (raw.get("window_counts") or {}).items()},
+        )
+
+
+def begin(started_at: float, state: JudgeState | None = None, history: Measurement | None = None) -> WatchProgress:
+    """A new watch. `state` carries the judge across the release's steps (one alpha overall)."""
+    return WatchProgress(started_at=started_at, state=state or JudgeState(), history=history)
+
+
+def record_check(
+    config: AnalysisConfig,
+    target: WatchTarget,
+    progress: WatchProgress,
+    snapshot: CounterSnapshot,
+    p99_ms: Mapping[str, float | None] | None = None,
+    custom: Mapping[str, Mapping[str, float | None]] | None = None,
+    *,
+    final: bool = False,
+) -> tuple[WatchProgress, Verdict | None]:
+    """Judge what changed since the previous snapshot. The first snapshot only starts the
+    window (no verdict): counts before it belong to earlier steps."""
+    if progress.start is None:
+        return replace(progress, start=snapshot, last=snapshot), None
+    canary, stable = target.canary_version, target.stable_version
+    interval = snapshot.since(progress.last, target.versions)
+    window = snapshot.since(progress.start, target.versions)
+    p99_ms = p99_ms or {}
+    custom = custom or {}
+
+    def with_extras(version: str) -> Measurement:
+        values = {name: per_version.get(version) for name, per_version in custom.items()}
+        return with_latency(window[version], p99_ms.get(version), values)
+
+    observation = Observation(
+        canary=interval[canary],
+        window_canary=with_extras(canary),
+        stable=interval[stable],
+        window_stable=with_extras(stable),
+        history=progress.history,
+        window=Window(progress.start.at, snapshot.at),
+    )
+    verdict, state = (final_verdict if final else judge)(config, observation, progress.state)
+    progress = replace(
+        progress,
+        last=snapshot,
+        state=state,
+        verdict=verdict,
+        checks=(*progress.checks, verdict.table()),
+        window_counts={"canary": window[canary], "stable": window[stable]},
+    )
+    return progress, verdict
+
+
+def record_missing_data(
+    config: AnalysisConfig, progress: WatchProgress, detail: str, *, final: bool = False
+) -> tuple[WatchProgress, Verdict]:
+    """A check whose queries failed (Prometheus down): inconclusive, a fail after the bound."""
+    verdict, state = judge_no_data(config, progress.state, detail, final=final)
+    return replace(progress, state=state, verdict=verdict, checks=(*progress.checks, verdict.table())), verdict
+
+
+def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> Action:
+    """stop: the judge failed (roll back now); finish: bake done; extend: bake done but the
+    canary saw too few requests, keep watching up to max_bake_seconds; continue: keep baking."""
+    if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
+        return "stop"
+    elapsed = now - progress.started_at
+    if elapsed < config.bake_seconds:
+        return "continue"
+    requests = progress.canary_requests
+    if needs_extension(config, elapsed, requests if math.isfinite(requests) else 0.0):
+        return "extend"
+    return "finish"

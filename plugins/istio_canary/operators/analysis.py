@@ -1,0 +1,232 @@
+"""Canary analysis operators: the deferred bake + watch, and the one-shot judgement."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from istio_canary.core.judge import JudgeState, Outcome, Verdict
+from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot, custom_value, values_by_version
+from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.watch import (
+    WatchProgress,
+    WatchTarget,
+    begin,
+    record_check,
+    record_missing_data,
+)
+from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError
+from istio_canary.operators.base import as_bool
+
+# Slack on top of max_bake_seconds before Airflow gives up on the trigger.
+TRIGGER_TIMEOUT_SLACK_SECONDS = 300
+
+
+class _CanaryAnalysisBase(BaseOperator):
+    template_fields: Sequence[str] = ("release", "analysis", "prometheus_conn_id", "dry_run")
+    ui_color = "#fdf0d5"
+
+    def __init__(
+        self,
+        *,
+        release: Mapping[str, Any] | Any,
+        analysis: Mapping[str, Any] | Any | None = None,
+        prometheus_conn_id: str = "prometheus_default",
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.release = release
+        self.analysis = analysis
+        self.prometheus_conn_id = prometheus_conn_id
+        self.dry_run = dry_run
+
+    @cached_property
+    def request(self) -> ReleaseRequest:
+        return ReleaseRequest.from_params(dict(self.release))
+
+    @cached_property
+    def config(self) -> AnalysisConfig:
+        # The release's params carry the analysis settings too, unless given apart.
+        return AnalysisConfig.from_params(dict(self.analysis if self.analysis is not None else self.release))
+
+    @cached_property
+    def target(self) -> WatchTarget:
+        req = self.request
+        return WatchTarget(req.service, req.namespace, req.stable_version, req.canary_version)
+
+    @cached_property
+    def hook(self) -> PrometheusHook:
+        return PrometheusHook(self.prometheus_conn_id)
+
+    def log_queries(self, window_seconds: int) -> None:
+        self.log.info("PromQL (counters, differenced between checks): %s", self.target.snapshot_query())
+        self.log.info("PromQL (p99 over the window): %s", self.target.latency_query(window_seconds))
+        for name, per_version in self.target.custom_queries(self.config, window_seconds).items():
+            for version, query in per_version.items():
+                self.log.info("PromQL (%s, %s): %s", name, version, query)
+
+
+class CanaryWatchOperator(_CanaryAnalysisBase):
+    """Bake one step without holding a worker slot, stopping early when the judge fails.
+
+    Defers to `CanaryWatchTrigger`, which checks Prometheus every `check_interval_seconds`.
+    Returns the watch's progress (counter snapshots, judge state, every check's table), which
+    the analysis operator turns into the step's verdict.
+
+    :param judge_state_from: task id whose XCom holds the previous step's `judge_state`, so
+        one error budget (alpha) covers the whole release.
+    """
+
+    def __init__(self, *, judge_state_from: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.judge_state_from = judge_state_from
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        config = self.config
+        self.log.info(
+            "bake %ds (up to %ds while the canary has fewer than %d requests), checking every %ds",
+            config.bake_seconds, config.max_bake_seconds, config.min_requests, config.check_interval_seconds,
+        )
+        self.log_queries(config.bake_seconds)
+        if as_bool(self.dry_run):
+            self.log.info("DRY RUN: no bake, no queries")
+            return {"action": "dry_run", "progress": None}
+        judge_state = None
+        if self.judge_state_from:
+            previous = context["ti"].xcom_pull(task_ids=self.judge_state_from)
+            judge_state = (previous or {}).get("judge_state")
+            self.log.info("judge state carried from %s: %s", self.judge_state_from,
+                          "yes" if judge_state else "none (first judged step)")
+        dag_run = context.get("dag_run")
+        start_date = getattr(dag_run, "start_date", None)
+        self.defer(
+            trigger=_watch_trigger(
+                prometheus=self.hook.connection_config(),
+                target=self.target.to_dict(),
+                analysis=config.to_dict(),
+                started_at=time.time(),
+                judge_state=judge_state,
+                history_at=start_date.timestamp() if start_date else None,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=config.max_bake_seconds + TRIGGER_TIMEOUT_SLACK_SECONDS),
+        )
+        return None
+
+    def execute_complete(self, context: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+        progress = WatchProgress.from_dict(event["progress"])
+        for table in progress.checks:
+            self.log.info("%s", table)
+        elapsed = float(event["ended_at"]) - progress.started_at
+        if event["action"] == "stop":
+            self.log.warning(
+                "stopped EARLY after %.0fs of %ds, %.0f canary requests: %s", elapsed,
+                self.config.bake_seconds, progress.canary_requests,
+                progress.verdict.summary if progress.verdict else "",
+            )
+        else:
+            self.log.info("bake finished after %.0fs, %.0f canary requests", elapsed, progress.canary_requests)
+        return {"action": event["action"], "elapsed_seconds": elapsed, "progress": progress.to_dict()}
+
+
+def _watch_trigger(**kwargs: Any) -> Any:
+    from istio_canary.triggers.watch import CanaryWatchTrigger
+
+    return CanaryWatchTrigger(**kwargs)
+
+
+class CanaryAnalysisOperator(_CanaryAnalysisBase):
+    """The step's verdict: pass, fail or inconclusive, with the numbers behind it.
+
+    After a watch (`watch_task_id`): a failed watch is the verdict; otherwise one last check
+    at bake end plus the absolute floors (error rate, p99, custom) on the whole window. On its
+    own: judges the last `window_seconds` (default: bake_seconds) from counter snapshots at
+    both ends of the window.
+    """
+
+    def __init__(self, *, watch_task_id: str | None = None, window_seconds: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.watch_task_id = watch_task_id
+        self.window_seconds = window_seconds
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        if as_bool(self.dry_run):
+            self.log.info("DRY RUN: no analysis; the step counts as passed so the whole plan is shown")
+            return {"outcome": "dry_run", "summary": "dry run: not analysed", "judge_state": None, "stats": {}}
+        watch = context["ti"].xcom_pull(task_ids=self.watch_task_id) if self.watch_task_id else None
+        if watch and watch.get("progress"):
+            progress = WatchProgress.from_dict(watch["progress"])
+        else:
+            progress = self._standalone_start()
+        if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
+            verdict = progress.verdict
+            self.log.info("the watch stopped the step early; its verdict stands")
+        else:
+            progress, verdict = self._final_check(progress)
+        self.log.info("%s", verdict.table())
+        self.log.info("verdict: %s", verdict.summary)
+        return self._result(progress, verdict)
+
+    def _standalone_start(self) -> WatchProgress:
+        window = self.window_seconds or self.config.bake_seconds
+        start = time.time() - window
+        progress = begin(start)
+        query = self.target.snapshot_query()
+        self.log.info("PromQL (counters at window start): %s", query)
+        try:
+            snapshot = CounterSnapshot.from_results(self.hook.query(query, at=start), start)
+        except PrometheusQueryError as error:
+            progress, _ = record_missing_data(self.config, progress, f"no data: {error.message}")
+            return progress
+        progress, _ = record_check(self.config, self.target, progress, snapshot)
+        return progress
+
+    def _final_check(self, progress: WatchProgress) -> tuple[WatchProgress, Verdict]:
+        now = time.time()
+        window = max(1, int(now - progress.started_at) + 1)
+        self.log_queries(window)
+        try:
+            snapshot = CounterSnapshot.from_results(self.hook.query(self.target.snapshot_query(), at=now), now)
+            p99 = values_by_version(self.hook.query(self.target.latency_query(window), at=now))
+            custom = {
+                name: {version: custom_value(self.hook.query(query, at=now)) for version, query in per_version.items()}
+                for name, per_version in self.target.custom_queries(self.config, window).items()
+            }
+        except PrometheusQueryError as error:
+            self.log.warning("final check failed: %s", error)
+            return record_missing_data(self.config, progress, f"no data: {error.message}", final=True)
+        self.log.info("raw counters: %s; p99 ms: %s", snapshot.series, p99)
+        if progress.start is None:
+            # The window never got its first snapshot (Prometheus was down): nothing to difference.
+            return record_missing_data(self.config, progress, "no counter snapshot at window start", final=True)
+        progress, verdict = record_check(self.config, self.target, progress, snapshot, p99, custom, final=True)
+        assert verdict is not None
+        return progress, verdict
+
+    def _result(self, progress: WatchProgress, verdict: Verdict) -> dict[str, Any]:
+        canary = progress.window_counts.get("canary")
+        p99 = next((r.value for r in verdict.reasons if r.name == "p99_ms"), None)
+        stats = {
+            "requests": canary.requests if canary else 0.0,
+            "errors": canary.errors if canary else 0.0,
+            "error_rate": canary.error_rate if canary else None,
+            "p99_ms": p99,
+            "duration_seconds": round(time.time() - progress.started_at, 1),
+        }
+        return {
+            "outcome": verdict.outcome.value,
+            "summary": verdict.summary,
+            "verdict": verdict.to_dict(),
+            "judge_state": progress.state.to_dict(),
+            "stats": stats,
+        }
+
+
+__all__ = ["CanaryAnalysisOperator", "CanaryWatchOperator", "JudgeState"]

@@ -1,0 +1,536 @@
+"""`python -m sandbox up|down|status|set`: start, stop, inspect and steer the local sandbox.
+
+up      start the API stand-in, traffic generator and Prometheus in one background
+        process group; return when all three answer (idempotent)
+down    stop exactly what `up` started (idempotent)
+status  health, ports, uptime, behaviour per version, generator CPU (exit 1 if unhealthy)
+set     change a service's or version's behaviour while it runs (exit 2 on bad values)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from istio_canary.core.validation import ValidationError
+from sandbox import prometheus
+from sandbox.config import load_config
+from sandbox.supervisor import (
+    RUNTIME_FILE,
+    group_members,
+    log_tail,
+    process_alive,
+    process_starttime,
+    write_json_atomic,
+)
+
+DEFAULT_STATE_DIR = ".sandbox"
+STATE_FILE = "state.json"
+SUPERVISOR_LOG = "supervisor.log"
+PROMETHEUS_LOG = "prometheus.log"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXIT_UNHEALTHY = 1
+EXIT_USAGE = 2
+
+
+def _err(message: str) -> None:
+    print(f"sandbox: {message}", file=sys.stderr)
+
+
+# --- state and health -----------------------------------------------------------------------
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Health:
+    parts: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    generator_state: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.parts) and all(ok for ok, _ in self.parts.values())
+
+    def failing(self) -> str:
+        return "; ".join(f"{name}: {detail}" for name, (ok, detail) in self.parts.items() if not ok)
+
+
+def check_health(urls: dict[str, str], supervisor_pid: int | None = None) -> Health:
+    """Each part answers as it should: API /version, generator /metrics + /control/state,
+    Prometheus /-/ready and has scraped the generator (`up == 1`)."""
+    health = Health()
+    if supervisor_pid is not None:
+        alive = process_alive(supervisor_pid)
+        health.parts["supervisor"] = (alive, f"pid {supervisor_pid}" + ("" if alive else " is gone"))
+    try:
+        status, body = _http_get(f"{urls['api']}/version")
+        version = json.loads(body).get("gitVersion") if status == 200 else None
+        health.parts["api"] = (status == 200, f"{urls['api']} ({version or f'HTTP {status}'})")
+    except (OSError, ValueError) as exc:
+        health.parts["api"] = (False, f"{urls['api']} unreachable: {exc}")
+    try:
+        status, _ = _http_get(f"{urls['generator']}/metrics")
+        if status == 200:
+            _, body = _http_get(f"{urls['generator']}/control/state")
+            health.generator_state = json.loads(body)
+        health.parts["generator"] = (status == 200, f"{urls['generator']} (/metrics HTTP {status})")
+    except (OSError, ValueError) as exc:
+        health.parts["generator"] = (False, f"{urls['generator']} unreachable: {exc}")
+    prom = urls["prometheus"]
+    if not prometheus.is_ready(prom):
+        health.parts["prometheus"] = (False, f"{prom} not ready")
+    elif not prometheus.has_scraped(prom, urls["generator"].removeprefix("http://")):
+        health.parts["prometheus"] = (False, f"{prom} ready, but has not scraped the generator yet (up != 1)")
+    else:
+        health.parts["prometheus"] = (True, f"{prom} (scraping the generator)")
+    return health
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+
+def _owned_members(state: dict[str, Any]) -> list[int]:
+    """Live processes of the recorded group, if the group is still ours: one of the recorded
+    pids is alive with the recorded start time (guards against a recycled pgid)."""
+    pgid = state.get("pgid")
+    if not isinstance(pgid, int) or pgid <= 1:
+        return []
+    members = group_members(pgid)
+    starttimes = state.get("starttimes") or {}
+    for pid in members:
+        recorded = starttimes.get(str(pid))
+        if recorded is not None and process_starttime(pid) == recorded:
+            return members
+    return []
+
+
+def _wait_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.05)
+    return not group_members(pgid)
+
+
+def stop_sandbox(state_dir: Path, grace_seconds: float = 5.0) -> str:
+    """SIGTERM the recorded process group, SIGKILL after `grace_seconds`; remove the state."""
+    state = read_state(state_dir)
+    if state is None:
+        return "not running"
+    members = _owned_members(state)
+    outcome = "already stopped"
+    if members:
+        pgid = state["pgid"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        outcome = f"stopped process group {pgid} ({len(members)} processes)"
+        if not _wait_gone(pgid, grace_seconds):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            _wait_gone(pgid, 2.0)
+            outcome += ", after SIGKILL"
+    # Files that would point at dead ports go; the logs stay for a post-mortem.
+    for name in (STATE_FILE, RUNTIME_FILE, "env", "kubeconfig"):
+        (state_dir / name).unlink(missing_ok=True)
+    if not _owned_members(state):
+        shutil.rmtree(state_dir / "prometheus-data", ignore_errors=True)
+    return outcome
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def env_lines(state_dir: Path, urls: dict[str, str], ports: dict[str, int], namespace: str) -> str:
+    kubeconfig = str(state_dir / "kubeconfig")
+    values = {
+        "KUBECONFIG": kubeconfig,
+        "PROMETHEUS_URL": urls["prometheus"],
+        "SANDBOX_API_URL": urls["api"],
+        "SANDBOX_CONTROL_URL": urls["generator"],
+        # Field names as the cncf-kubernetes provider's KubernetesHook reads its extras.
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": kubeconfig, "namespace": namespace}}
+        ),
+        "AIRFLOW_CONN_PROMETHEUS_DEFAULT": json.dumps(
+            {"conn_type": "http", "host": "127.0.0.1", "port": ports["prometheus"], "schema": "http"}
+        ),
+    }
+    return "".join(f"{key}={_shell_quote(value)}\n" for key, value in values.items())
+
+
+def _fail_up(state_dir: Path, message: str) -> int:
+    stop_sandbox(state_dir, grace_seconds=3.0)
+    _err(message)
+    for name in (SUPERVISOR_LOG, PROMETHEUS_LOG):
+        print(f"--- last lines of {state_dir / name}:\n{log_tail(state_dir / name)}", file=sys.stderr)
+    return EXIT_UNHEALTHY
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    state_dir = Path(args.state_dir).resolve()
+    config_path = str(Path(args.config).resolve()) if args.config else None
+    try:
+        world = load_config(config_path)
+    except ValidationError as exc:
+        _err(f"bad config {args.config or '(default)'}: {exc}")
+        return EXIT_USAGE
+    if args.crd_dir and not (Path(args.crd_dir) / "virtualservices.crd.yaml").is_file():
+        _err(
+            f"--crd-dir={args.crd_dir!r}: no virtualservices.crd.yaml there (from $SANDBOX_CRDS or the flag)"
+        )
+        return EXIT_USAGE
+    if prometheus.find_binary() is None:
+        _err("the `prometheus` binary is not on PATH; install the Debian package `prometheus` (make setup)")
+        return EXIT_UNHEALTHY
+
+    state = read_state(state_dir)
+    if state is not None:
+        health = Health()
+        if state.get("urls"):
+            health = check_health(state["urls"], state.get("pids", {}).get("supervisor"))
+        if health.ok:
+            print(f"sandbox already up in {state_dir} (API {state['urls']['api']}); nothing to do")
+            return 0
+        print(
+            f"sandbox: found a stale sandbox in {state_dir} ({health.failing() or 'starting'}); stopping it"
+        )
+        stop_sandbox(state_dir)
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name in (RUNTIME_FILE, "kubeconfig", "env"):
+        (state_dir / name).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "sandbox.supervisor", "--state-dir", str(state_dir)]
+    if config_path:
+        command += ["--config", config_path]
+    if args.crd_dir:
+        command += ["--crd-dir", str(Path(args.crd_dir).resolve())]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins"), env.get("PYTHONPATH")) if p
+    )
+    with (state_dir / SUPERVISOR_LOG).open("ab") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=state_dir,
+            start_new_session=True,  # its own process group: `down` stops it and Prometheus together
+        )
+    started_at = datetime.now(UTC).isoformat()
+    # Recorded at once, so `down` can stop it even if this command is interrupted.
+    write_json_atomic(
+        state_dir / STATE_FILE,
+        {
+            "pgid": proc.pid,
+            "pids": {"supervisor": proc.pid},
+            "starttimes": {str(proc.pid): process_starttime(proc.pid)},
+            "started_at": started_at,
+            "phase": "starting",
+        },
+    )
+    try:
+        runtime, failure = _wait_ready(state_dir, proc, args.timeout)
+    except KeyboardInterrupt:
+        return _fail_up(state_dir, "interrupted; stopped what was started")
+    if runtime is None:
+        return _fail_up(state_dir, failure)
+
+    namespace = world.services[0].namespace
+    from sandbox.apiserver import kubeconfig_yaml  # the API module is only needed here
+
+    (state_dir / "kubeconfig").write_text(kubeconfig_yaml(runtime["urls"]["api"], namespace=namespace))
+    (state_dir / "env").write_text(env_lines(state_dir, runtime["urls"], runtime["ports"], namespace))
+    write_json_atomic(
+        state_dir / STATE_FILE,
+        {
+            "pgid": runtime["pgid"],
+            "pids": {"supervisor": runtime["supervisor_pid"], "prometheus": runtime["prometheus_pid"]},
+            "starttimes": runtime["starttimes"],
+            "ports": runtime["ports"],
+            "urls": runtime["urls"],
+            "config": runtime["config"],
+            "started_at": started_at,
+            "ready_at": datetime.now(UTC).isoformat(),
+            "phase": "up",
+            "state_dir": str(state_dir),
+        },
+    )
+    took = time.monotonic() - started
+    print(f"sandbox up in {state_dir} ({took:.1f}s)")
+    print(f"  Kubernetes API  {runtime['urls']['api']}")
+    print(f"  generator       {runtime['urls']['generator']}  (/metrics, /control/state)")
+    print(f"  Prometheus      {runtime['urls']['prometheus']}")
+    print(f"  kubeconfig      {state_dir / 'kubeconfig'}")
+    print(f"  environment     source {state_dir / 'env'}")
+    return 0
+
+
+def _wait_ready(
+    state_dir: Path, proc: subprocess.Popen[bytes], timeout: float
+) -> tuple[dict[str, Any] | None, str]:
+    deadline = time.monotonic() + timeout
+    last = "the supervisor has not reported its ports yet"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            return None, f"the supervisor exited with code {code} before the sandbox was ready"
+        try:
+            runtime = json.loads((state_dir / RUNTIME_FILE).read_text())
+        except (OSError, ValueError):
+            runtime = None
+        if runtime is not None:
+            health = check_health(runtime["urls"])
+            if health.ok:
+                return runtime, ""
+            last = health.failing()
+        time.sleep(0.2)
+    return None, f"not ready after {timeout:.0f}s: {last}"
+
+
+# --- down / status --------------------------------------------------------------------------
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    print(f"sandbox in {state_dir}: {stop_sandbox(state_dir)}")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir).resolve()
+    state = read_state(state_dir)
+    if state is None or not state.get("urls"):
+        if args.json:
+            print(json.dumps({"healthy": False, "running": False, "state_dir": str(state_dir)}))
+        else:
+            print(f"sandbox in {state_dir}: not running")
+        return EXIT_UNHEALTHY
+    health = check_health(state["urls"], state["pids"].get("supervisor"))
+    gen = health.generator_state or {}
+    started = datetime.fromisoformat(state["started_at"])
+    uptime = (datetime.now(UTC) - started).total_seconds()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "healthy": health.ok,
+                    "running": True,
+                    "state_dir": str(state_dir),
+                    "uptime_s": round(uptime, 1),
+                    "parts": {k: {"ok": ok, "detail": d} for k, (ok, d) in health.parts.items()},
+                    "pids": state["pids"],
+                    "pgid": state["pgid"],
+                    "ports": state["ports"],
+                    "urls": state["urls"],
+                    "cpu": gen.get("cpu"),
+                    "services": gen.get("services"),
+                },
+                indent=2,
+            )
+        )
+        return 0 if health.ok else EXIT_UNHEALTHY
+    print(f"sandbox in {state_dir}: {'healthy' if health.ok else 'UNHEALTHY'}, up {_duration(uptime)}")
+    for name, (ok, detail) in health.parts.items():
+        print(f"  {name:<11} {'ok' if ok else 'FAIL':<5} {detail}")
+    print(f"  pgid {state['pgid']}, pids {state['pids']}, ports {state['ports']}")
+    cpu = gen.get("cpu")
+    if cpu:
+        print(
+            f"  generator CPU: {cpu['generator_percent_recent']:.1f}% of a core (last 10 s), "
+            f"{cpu['generator_percent_average']:.1f}% average; whole supervisor "
+            f"{cpu['process_percent_recent']:.1f}%"
+        )
+    for svc in gen.get("services") or []:
+        print(
+            f"  {svc['namespace']}/{svc['name']}: rps {svc['rps']:g}, header_fraction "
+            f"{svc['header_fraction']:g}, cookie_fraction {svc['cookie_fraction']:g}, "
+            f"{svc['totals']['requests']} requests so far"
+        )
+        served = svc["totals"]["by_version"]
+        for version, b in svc["versions"].items():
+            seen = served.get(version, {"requests": 0, "errors": 0})
+            print(
+                f"    {version}: error_rate {b['error_rate']:g}, latency p50 {b['latency_ms_p50']:g} ms "
+                f"p99 {b['latency_ms_p99']:g} ms; served {seen['requests']} ({seen['errors']} 5xx)"
+            )
+        if "unknown" in served:
+            print(f"    no pod (404/503 from the proxy): {served['unknown']['requests']}")
+    return 0 if health.ok else EXIT_UNHEALTHY
+
+
+# --- set ------------------------------------------------------------------------------------
+
+_SET_FIELDS = (
+    "error_rate",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "rps",
+    "header_fraction",
+    "cookie_fraction",
+)
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _check_set_args(values: dict[str, float]) -> None:
+    """Range checks that need no sandbox; raise ValidationError naming the flag."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise ValidationError(_flag(name), value, "must be a finite number")
+    for name in ("error_rate", "header_fraction", "cookie_fraction"):
+        if name in values and not 0.0 <= values[name] <= 1.0:
+            raise ValidationError(_flag(name), values[name], "must be in [0, 1]")
+    if "rps" in values and values["rps"] < 0:
+        raise ValidationError("--rps", values["rps"], "must be at least 0")
+    for name in ("latency_ms_p50", "latency_ms_p99"):
+        if name in values and values[name] <= 0:
+            raise ValidationError(_flag(name), values[name], "must be greater than 0")
+    p50, p99 = values.get("latency_ms_p50"), values.get("latency_ms_p99")
+    if p50 is not None and p99 is not None and p99 < p50:
+        raise ValidationError(
+            "--latency-ms-p99",
+            values["latency_ms_p99"],
+            f"must be at least --latency-ms-p50 ({values['latency_ms_p50']:g})",
+        )
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    values = {name: getattr(args, name) for name in _SET_FIELDS if getattr(args, name) is not None}
+    if not values:
+        _err(f"nothing to change: give at least one of {', '.join(_flag(n) for n in _SET_FIELDS)}")
+        return EXIT_USAGE
+    try:
+        _check_set_args(values)
+    except ValidationError as exc:
+        _err(f"{exc}; nothing changed")
+        return EXIT_USAGE
+    state_dir = Path(args.state_dir).resolve()
+    state = read_state(state_dir)
+    if state is None or not state.get("urls"):
+        _err(f"no sandbox running in {state_dir} (run `python -m sandbox up` first)")
+        return EXIT_UNHEALTHY
+    payload: dict[str, Any] = {"service": args.service, "namespace": args.namespace, "version": args.version}
+    payload = {k: v for k, v in {**payload, **values}.items() if v is not None}
+    request = urllib.request.Request(
+        f"{state['urls']['generator']}/control/behaviour",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            result = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        if exc.code == 400 and body.get("field"):
+            problem = str(body.get("problem"))
+            for name in (*_SET_FIELDS, "version", "service", "namespace"):
+                problem = problem.replace(name, _flag(name))
+            value = body.get("value")
+            shown = _flag(body["field"]) + ("" if value is None else f"={value!r}")
+            _err(f"{shown}: {problem}; nothing changed")
+            return EXIT_USAGE
+        _err(f"the sandbox refused the change (HTTP {exc.code}): {body.get('error')}")
+        return EXIT_UNHEALTHY
+    except OSError as exc:
+        _err(f"cannot reach the sandbox control endpoint: {exc}")
+        return EXIT_UNHEALTHY
+    print(f"{result['namespace']}/{result['service']}: {json.dumps({k: v for k, v in result.items()})}")
+    return 0
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_state_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="default: .sandbox")
+        return p
+
+    up = with_state_dir(sub.add_parser("up", help="start the sandbox in the background"))
+    up.add_argument("--config", help="world YAML (default: sandbox/default_world.yaml)")
+    up.add_argument(
+        "--crd-dir",
+        default=os.environ.get("SANDBOX_CRDS") or None,
+        help="folder with Istio's CRD YAML to validate writes with (default: $SANDBOX_CRDS, else built-in)",
+    )
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    up.set_defaults(func=cmd_up)
+
+    down = with_state_dir(sub.add_parser("down", help="stop what `up` started"))
+    down.set_defaults(func=cmd_down)
+
+    status = with_state_dir(sub.add_parser("status", help="health, ports, behaviour, CPU"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    set_ = with_state_dir(sub.add_parser("set", help="change behaviour while running"))
+    set_.add_argument("--service", default=None, help="default: the only service, or `reviews`")
+    set_.add_argument("--namespace", default=None)
+    set_.add_argument("--version", default=None, help="the version whose error rate/latency to change")
+    set_.add_argument("--error-rate", dest="error_rate", type=float)
+    set_.add_argument("--latency-ms-p50", dest="latency_ms_p50", type=float)
+    set_.add_argument("--latency-ms-p99", dest="latency_ms_p99", type=float)
+    set_.add_argument("--rps", type=float, help="requests per second for the whole service")
+    set_.add_argument("--header-fraction", dest="header_fraction", type=float)
+    set_.add_argument("--cookie-fraction", dest="cookie_fraction", type=float)
+    set_.set_defaults(func=cmd_set)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
