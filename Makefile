@@ -25,6 +25,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
+	@# The build leaves an egg-info beside the package; plugins/ is on sys.path, so Airflow
+	@# would find the plugin's entry point twice. The installed dist-info is the one to keep.
+	rm -rf plugins/*.egg-info
 	@touch $@
 
 lint: setup

@@ -166,7 +166,7 @@ def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiEr
 class Faults:
     """Fault injection for the next N writes (create/update/patch/delete)."""
 
-    KINDS = ("error500", "timeout", "conflict")
+    KINDS = ("error500", "timeout", "conflict", "forbidden")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -970,6 +970,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if kind == "conflict":
             raise conflict(req.group, req.plural, req.name or "")
+        if kind == "forbidden":
+            # Not transient: what a client sees when RBAC or an admission policy refuses it.
+            raise ApiError(403, "Forbidden", f"{req.plural} \"{req.name or ''}\" is forbidden: injected fault (sandbox)")
 
     def _serve(self, crd: CrdInfo, obj: dict[str, Any], version: str) -> dict[str, Any]:
         obj["apiVersion"] = f"{crd.group}/{version}"

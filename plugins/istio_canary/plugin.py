@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from istio_canary.timetables import ReleaseWindowTimetable
+
 
 class IstioCanaryPlugin(AirflowPlugin):
     name = "istio_canary"
+    # Custom timetables must be registered for the scheduler to deserialize DAGs using them.
+    timetables = [ReleaseWindowTimetable]

@@ -105,9 +105,10 @@ def watch(
     custom: tuple[dict, dict] = ({}, {}),
     stop_on_fail: bool = True,
     final: bool = True,
+    state: JudgeState | None = None,
 ) -> Run:
-    """Feed intervals to the judge as the watch would: interval deltas plus the cumulative window."""
-    state = None
+    """Feed intervals to the judge as the watch would: interval deltas plus the cumulative window.
+    `state` carries the judge from a previous step, as the release DAG does."""
     verdicts = []
     window = [0.0, 0.0, 0.0, 0.0]
     observation = None
@@ -193,8 +194,11 @@ def test_bad_canary_fails_early(canary_rate: float, capsys: pytest.CaptureFixtur
     else:
         assert failed >= 90
         assert median <= 1000
-    for run in runs:  # what did not stop early is stopped by the error-rate floor at bake end
-        assert run.failed_at is not None or (run.final is not None and run.final.outcome is Outcome.FAIL)
+    for seed, run in enumerate(runs):  # what step 10 let through, step 50 stops (state carried)
+        if run.failed_at is None and not (run.final is not None and run.final.outcome is Outcome.FAIL):
+            step_50 = watch(traffic(seed + 1000, canary_rate, checks=60, weights=(0.5,)), history=HISTORY,
+                            state=run.state)
+            assert step_50.failed_at is not None or step_50.final.outcome is Outcome.FAIL
 
 
 def test_clearly_broken_canary_fails_before_min_requests() -> None:
@@ -268,11 +272,12 @@ def test_incident_on_both_versions_is_never_a_pass_and_not_an_instant_fail() -> 
     first = run.verdicts[0]
     assert first.outcome is Outcome.INCONCLUSIVE  # not blamed at once
     assert all(v.outcome is not Outcome.PASS for v in run.verdicts)
-    assert run.failed_at is not None
-    failing = run.verdicts[run.failed_at]
-    assert "inconclusive checks in a row" in failing.summary, failing.table()
-    # The error-rate tests did not accuse the canary: stable is just as bad.
-    assert failing.statistics["e_errors_vs_stable"] < failing.statistics["e_threshold"]
+    # Not failed for it either: the watch holds the step while stable is degraded (bounded by
+    # max_bake_seconds), and the error tests do not accuse the canary, stable is just as bad.
+    assert run.failed_at is None, run.verdicts[-1].table()
+    last = run.verdicts[-1]
+    assert any(r.name == "incident" for r in last.reasons)
+    assert last.statistics["e_errors_vs_stable"] < last.statistics["e_threshold"]
     assert run.final is not None and run.final.outcome is not Outcome.PASS
 
 
@@ -338,12 +343,23 @@ def test_p99_of_few_requests_is_not_compared_but_max_p99_still_applies() -> None
     assert over.failed_at is not None  # the absolute floor still stops the step, early
 
 
-def test_error_rate_floor_applies_at_bake_end() -> None:
-    # 1.6 % errors: too little evidence to stop early, but above max_error_rate at the end.
-    intervals = [(25, 1 if i % 5 < 2 else 0, 225, 1) for i in range(50)]
+def test_error_rate_floor_applies_at_bake_end_when_significant() -> None:
+    # 2.4 % errors over 1,250 requests: significantly above max_error_rate (1 %) at bake end.
+    intervals = [(25, 1 if i % 5 < 3 else 0, 225, 1) for i in range(50)]
     run = watch(intervals, stop_on_fail=False)
     assert run.final is not None and run.final.outcome is Outcome.FAIL
     assert any(r.name == "error_rate" and r.outcome is Outcome.FAIL for r in run.final.reasons)
+
+
+def test_error_rate_just_above_the_floor_by_chance_is_not_a_failure() -> None:
+    # A healthy 0.5 % canary that drew 4 errors in 300 requests (1.3 %): a point estimate
+    # above max_error_rate, but chance at 1 % gives that often (p ~ 0.35). Failing here
+    # rolled back 15 % of healthy canaries in bench.judge.
+    intervals = [(25, 1 if i in (2, 5, 7, 11) else 0, 225, 1) for i in range(12)]
+    run = watch(intervals)
+    assert run.final is not None
+    floor = next(r for r in run.final.reasons if r.name == "error_rate")
+    assert floor.outcome is Outcome.PASS and "not significantly" in floor.detail, run.final.table()
 
 
 def test_custom_metrics_threshold_and_stable_comparison() -> None:

@@ -70,3 +70,13 @@ def test_missing_data_fails_after_the_bound():
 def test_freshness_query_wraps_the_raw_selector():
     query = TARGET.freshness_query()
     assert query.startswith("max(timestamp(istio_requests_total{") and "sum" not in query
+
+
+def test_bake_end_holds_while_stable_is_in_an_incident():
+    progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 0), (100, 0)))
+    # Both versions at ~25 % errors in the last interval: stable is degraded, not the canary.
+    progress, verdict = record_check(CONFIG, TARGET, progress, snap(31, (1225, 56), (125, 6)))
+    assert any(r.name == "incident" for r in verdict.reasons), verdict.table()
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert next_action(CONFIG, progress, 31) == "extend"
+    assert next_action(CONFIG, progress, CONFIG.max_bake_seconds) == "finish"

@@ -324,7 +324,8 @@ def _evaluate(
                 "stable's errors are up too in this interval: not blamed on the canary, re-checking",
             )
         )
-        counted = True
+        # Not counted toward max_inconclusive: the watch holds the step (bounded by
+        # max_bake_seconds) while stable is degraded, rather than failing the canary for it.
     if enough:
         latency, latency_counted = _latency_results(config, obs, final=final)
         custom, custom_counted = _custom_results(config, obs)
@@ -517,10 +518,35 @@ def _error_rate_floor(
         # noisy and the per-interval incident test decides what counts.
         return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), final
     if final:
-        return MetricResult("error_rate", Outcome.FAIL, rate, limit, detail + ": above max_error_rate"), False
+        # A point estimate above the limit is not evidence on its own: 4 errors in 300
+        # requests of a 0.5 % canary is 1.3 %. Fail when chance at the limit would rarely
+        # give this many errors (one-sided binomial test at alpha).
+        p_value = _binomial_upper_tail(obs.window_canary.errors, obs.window_canary.requests, limit)
+        if p_value < config.alpha:
+            detail += f": above max_error_rate (p={p_value:.2g} < alpha {config.alpha:g})"
+            return MetricResult("error_rate", Outcome.FAIL, rate, limit, detail), False
+        detail += f": above max_error_rate but not significantly (p={p_value:.2g})"
+        return MetricResult("error_rate", Outcome.PASS, rate, limit, detail), False
     # During the bake a point estimate above the limit is not yet evidence: errors_vs_max decides.
     detail += ": above max_error_rate, not yet significant"
     return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False
+
+
+def _binomial_upper_tail(k: float, n: float, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space from k up (k > n p here)."""
+    k, n = round(k), round(n)
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, n + 1):
+        term = math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+        total += term
+        if term < total * 1e-12:
+            break
+    return min(1.0, total)
 
 
 def _latency_results(

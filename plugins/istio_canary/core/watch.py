@@ -191,7 +191,8 @@ def record_missing_data(
 
 def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> Action:
     """stop: the judge failed (roll back now); finish: bake done; extend: bake done but the
-    canary saw too few requests, keep watching up to max_bake_seconds; continue: keep baking."""
+    canary saw too few requests, or stable is in an incident: keep watching up to
+    max_bake_seconds; continue: keep baking."""
     if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
         return "stop"
     elapsed = now - progress.started_at
@@ -200,4 +201,10 @@ def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> 
     requests = progress.canary_requests
     if needs_extension(config, elapsed, requests if math.isfinite(requests) else 0.0):
         return "extend"
+    if in_incident(progress.verdict) and elapsed < config.max_bake_seconds:
+        return "extend"  # hold the step while stable itself is degraded
     return "finish"
+
+
+def in_incident(verdict: Verdict | None) -> bool:
+    return verdict is not None and any(r.name == "incident" for r in verdict.reasons)

@@ -21,7 +21,7 @@ from istio_canary.core.watch import (
     record_missing_data,
 )
 from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError
-from istio_canary.operators.base import as_bool
+from istio_canary.operators.base import as_bool, release_params
 
 # Slack on top of max_bake_seconds before Airflow gives up on the trigger.
 TRIGGER_TIMEOUT_SLACK_SECONDS = 300
@@ -48,12 +48,12 @@ class _CanaryAnalysisBase(BaseOperator):
 
     @cached_property
     def request(self) -> ReleaseRequest:
-        return ReleaseRequest.from_params(dict(self.release))
+        return ReleaseRequest.from_params(release_params(self.release))
 
     @cached_property
     def config(self) -> AnalysisConfig:
         # The release's params carry the analysis settings too, unless given apart.
-        return AnalysisConfig.from_params(dict(self.analysis if self.analysis is not None else self.release))
+        return AnalysisConfig.from_params(release_params(self.analysis if self.analysis is not None else self.release))
 
     @cached_property
     def target(self) -> WatchTarget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -22,6 +23,19 @@ def as_bool(value: bool | str) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+def release_params(release: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """The release's params as a dict: a mapping, or JSON text from a rendered template."""
+    if isinstance(release, str):
+        release = json.loads(release) if release.strip() not in ("", "None", "null") else None
+    if release is None:
+        raise NoReleaseError("no validated release parameters (did the validate task fail?)")
+    return dict(release)
+
+
+class NoReleaseError(ValueError):
+    """The release parameters never got validated: nothing was changed by this run."""
 
 
 def release_holder(context: Mapping[str, Any]) -> str:
@@ -60,7 +74,7 @@ class IstioReleaseOperator(BaseOperator):
 
     @cached_property
     def request(self) -> ReleaseRequest:
-        return ReleaseRequest.from_params(dict(self.release))
+        return ReleaseRequest.from_params(release_params(self.release))
 
     @cached_property
     def hook(self) -> IstioHook:

@@ -11,12 +11,13 @@ from istio_canary.core.routing import (
     RoutingPlan,
     apply_plan,
     ensure_subsets,
+    plan_for_step,
     promote,
     restore_owned,
     routing_state,
 )
 from istio_canary.hooks.istio import WriteResult
-from istio_canary.operators.base import Edit, IstioReleaseOperator, release_holder
+from istio_canary.operators.base import Edit, IstioReleaseOperator, NoReleaseError, release_holder
 
 
 def _summary(result: WriteResult | None, request: Any) -> dict[str, Any]:
@@ -86,18 +87,25 @@ class IstioTrafficShiftOperator(_VirtualServiceRoutingOperator):
     """Set the owned route to `canary_weight`% canary, the rest stable (absolute, not a delta).
 
     :param canary_weight: 0..100.
-    :param match_route: keep (True) or remove (False) the header/cookie canary match route.
+    :param match_route: keep (True) or remove (False) the header/cookie canary match route;
+        None (default): as the release's strategy wants at this weight (`plan_for_step`:
+        header/cookie releases keep it until 100%).
     """
 
     template_fields: Sequence[str] = (*IstioReleaseOperator.template_fields, "canary_weight")
 
-    def __init__(self, *, canary_weight: int | str, match_route: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, canary_weight: int | str, match_route: bool | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.canary_weight = canary_weight
         self.match_route = match_route
 
     def desired_plan(self) -> RoutingPlan:
-        return RoutingPlan(canary_weight=int(self.canary_weight), match_route=self.match_route)
+        weight = int(self.canary_weight)
+        if self.match_route is None:
+            return plan_for_step(self.request, weight)
+        return RoutingPlan(canary_weight=weight, match_route=self.match_route)
 
 
 class IstioMatchRouteOperator(_VirtualServiceRoutingOperator):
@@ -149,7 +157,12 @@ class IstioRollbackOperator(IstioReleaseOperator):
         self.reason = reason
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        req, holder = self.request, release_holder(context)
+        try:
+            req = self.request
+        except NoReleaseError as exc:
+            self.log.info("rollback: nothing to do: %s", exc)
+            return {"changed": False, "skipped": str(exc)}
+        holder = release_holder(context)
         self.log.info("rolling back %s/%s: %s", req.namespace, req.virtual_service, self.reason or "(no reason)")
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:

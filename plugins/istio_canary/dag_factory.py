@@ -1,0 +1,317 @@
+"""The release DAG, built by a factory so several pipelines (other step lists) can be declared.
+
+One run is one release. Task structure is static (it must be, for the grid):
+
+    validate -> preflight -> destination_rule -> choose_strategy
+      -> [targeted: set_route -> watch -> analyze -> decide]      (header/cookie strategies)
+      -> step_<w>: set_route -> watch -> analyze -> decide          (for each step w)
+      -> [approve_promotion, before the last step, if require_approval]
+      -> promote
+    rollback: trigger rule one_failed, downstream of every task that can fail
+    report, outcome: always run; `outcome` fails the run unless the canary was promoted
+
+`decide` branches to the next step or to the step's `verdict_failed` task, which fails
+with the verdict's reason: that failure is what triggers `rollback` (trigger rules, so a
+crash anywhere triggers it the same way). This module imports only Airflow's authoring
+API and our operators, whose clients load lazily: DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from itertools import pairwise
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+from istio_canary.operators.analysis import CanaryAnalysisOperator, CanaryWatchOperator
+from istio_canary.operators.preflight import IstioPreflightOperator
+from istio_canary.operators.routing import (
+    IstioDestinationRuleOperator,
+    IstioMatchRouteOperator,
+    IstioPromoteOperator,
+    IstioRollbackOperator,
+    IstioTrafficShiftOperator,
+)
+
+DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
+VALIDATED = "{{ ti.xcom_pull(task_ids='validate') | tojson }}"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RELEASE = "Release"
+STRATEGY = "Targeted canary (header / cookie strategies)"
+ANALYSIS = "Analysis"
+SAFETY = "Safety and connections"
+
+
+def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
+    """The trigger form. Names are a public contract (REST conf keys, CLI -c JSON keys)."""
+    params: dict[str, Param] = {
+        "service": Param(None, type="string", pattern=NAME_PATTERN, maxLength=63, title="Service",
+                         description="Kubernetes Service (and, by default, VirtualService and DestinationRule) name, e.g. reviews.",
+                         section=RELEASE),
+        "namespace": Param(None, type="string", pattern=NAME_PATTERN, maxLength=63, title="Namespace",
+                           description="Namespace of the service and its Istio objects.", section=RELEASE),
+        "stable_version": Param(None, type="string", minLength=1, maxLength=63, title="Stable version",
+                                description="Value of the pods' `version` label serving traffic now, e.g. v1.",
+                                section=RELEASE),
+        "canary_version": Param(None, type="string", minLength=1, maxLength=63, title="Canary version",
+                                description="Value of the new pods' `version` label, e.g. v2. Must differ from the stable version.",
+                                section=RELEASE),
+        "strategy": Param("weighted", type="string", enum=["weighted", "header", "cookie"], title="Strategy",
+                          description="weighted: shift a share of all traffic. header / cookie: first send only "
+                                      "matching requests to the canary (a targeted phase judged like a step), then shift.",
+                          section=RELEASE),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Compute and log every object and diff for every step; write nothing, no waits.",
+                         section=RELEASE),
+        "header_name": Param("user-agent", type="string", minLength=1, title="Header name",
+                             description="Header that marks canary requests (header strategy).", section=STRATEGY),
+        "header_value": Param("canary", type="string", minLength=1, title="Header value",
+                              description="Exact header value that routes to the canary.", section=STRATEGY),
+        "cookie_regex": Param(".*canary=true.*", type="string", minLength=1, maxLength=1024, title="Cookie regex",
+                              description="RE2 regex the whole Cookie header must match (cookie strategy).",
+                              section=STRATEGY),
+        "bake_seconds": Param(300, type="integer", minimum=1, title="Bake time per step (s)",
+                              description="How long each step is watched before its verdict.", section=ANALYSIS),
+        "check_interval_seconds": Param(5, type="integer", minimum=1, title="Check interval (s)",
+                                        description="How often Prometheus is checked during the bake (early stop).",
+                                        section=ANALYSIS),
+        "min_requests": Param(50, type="integer", minimum=1, title="Minimum canary requests",
+                              description="Fewer canary requests than this is inconclusive, never a pass.",
+                              section=ANALYSIS),
+        "max_error_rate": Param(0.01, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+                                title="Max error rate", description="Highest canary 5xx ratio accepted (0.01 = 1%).",
+                                section=ANALYSIS),
+        "max_p99_ms": Param(500, type="number", exclusiveMinimum=0, title="Max p99 latency (ms)",
+                            description="Highest canary p99 request duration accepted.", section=ANALYSIS),
+        "max_bake_seconds": Param(None, type=["integer", "null"], minimum=1, title="Max bake time (s)",
+                                  description="Low traffic extends the bake up to this (default: 3 x bake time).",
+                                  section=ANALYSIS),
+        "require_approval": Param(False, type="boolean", title="Require approval",
+                                  description="A person approves before the last step (Required actions); "
+                                              "reject or timeout rolls back.", section=SAFETY),
+        "break_stale_lock": Param(False, type="boolean", title="Break a stale release lock",
+                                  description="Take the service's release lock even if another run holds it. "
+                                              "Only when that run is known to be dead.", section=SAFETY),
+        "kubernetes_conn_id": Param("kubernetes_default", type="string", minLength=1, title="Kubernetes connection",
+                                    section=SAFETY),
+        "prometheus_conn_id": Param("prometheus_default", type="string", minLength=1, title="Prometheus connection",
+                                    section=SAFETY),
+        "istio_api_version": Param("v1", type="string", enum=["v1", "v1beta1"], title="Istio API version",
+                                   section=SAFETY),
+        "route_name": Param(None, type=["string", "null"], title="Owned route name",
+                            description="The HTTP route the release edits; default: the host's catch-all route.",
+                            section=SAFETY),
+    }
+    for key, value in (overrides or {}).items():
+        if key in params:
+            params[key].value = value  # a planned release's defaults (the calendar)
+        else:
+            params[key] = Param(value)
+    return params
+
+
+def _validate(**context: Any) -> dict[str, Any]:
+    """Typed, checked release parameters, or a failure naming the field, before any write."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from istio_canary.core.metrics import AnalysisConfig
+    from istio_canary.core.request import ReleaseRequest
+    from istio_canary.core.validation import ValidationError
+
+    raw = {k: v for k, v in dict(context["params"]).items() if v is not None}
+    try:
+        request = ReleaseRequest.from_params(raw)
+        analysis = AnalysisConfig.from_params(raw)
+    except ValidationError as exc:
+        raise AirflowFailException(f"invalid release parameter: {exc}") from exc
+    return {**request.to_params(), **analysis.to_dict(), "dry_run": bool(raw.get("dry_run"))}
+
+
+def build_release_dag(
+    dag_id: str = "istio_canary_release",
+    *,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    schedule: Any = None,
+    params: dict[str, Any] | None = None,
+    approval_timeout: timedelta = timedelta(hours=1),
+    description: str | None = None,
+    tags: Sequence[str] = ("istio", "canary", "release"),
+    **dag_kwargs: Any,
+) -> DAG:
+    """A release pipeline with `steps` (increasing percentages ending at 100)."""
+    steps = tuple(int(w) for w in steps)
+    if not steps or steps[-1] != 100 or any(b <= a for a, b in pairwise(steps)):
+        raise ValueError(f"steps={steps!r}: must increase strictly and end at 100")
+    if steps[0] <= 0:
+        raise ValueError(f"steps={steps!r}: the first step must be above 0")
+
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        params=release_params(params),
+        description=description or f"Istio canary release: {' -> '.join(f'{w}%' for w in steps)}, judge, promote or roll back",
+        catchup=False,
+        max_active_runs=1 if schedule is not None else 16,
+        tags=list(tags),
+        default_args={"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True},
+        doc_md=__doc__,
+        **dag_kwargs,
+    ) as dag:
+        validate = task(task_id="validate", retries=0)(_validate)()
+        # Operators read the validated parameters through a template, not an XComArg: an
+        # XComArg would add validate as an upstream of every task, and its success would
+        # satisfy the step set_route's none_failed_min_one_success after a branch skipped it.
+        release = VALIDATED
+        conns = {"kubernetes_conn_id": "{{ params.kubernetes_conn_id }}", "dry_run": "{{ params.dry_run }}"}
+        prom = {"prometheus_conn_id": "{{ params.prometheus_conn_id }}", "dry_run": "{{ params.dry_run }}"}
+        failable: list[Any] = []  # rollback runs when any of these fails
+
+        preflight = IstioPreflightOperator(task_id="preflight", release=release,
+                                           break_stale_lock="{{ params.break_stale_lock }}", retries=1, **conns)
+        destination_rule = IstioDestinationRuleOperator(task_id="destination_rule", release=release, **conns)
+        failable += [preflight, destination_rule]
+
+        def phase(group_id: str, set_route: Any, judge_state_from: str | None, label: str,
+                  next_ids: Any) -> Any:
+            """set_route -> watch -> analyze -> decide (branch: next, or verdict_failed)."""
+            watch = CanaryWatchOperator(task_id="watch", release=release, judge_state_from=judge_state_from,
+                                        **prom)
+            analyze = CanaryAnalysisOperator(task_id="analyze", release=release,
+                                             watch_task_id=f"{group_id}.watch", **prom)
+
+            @task.branch(task_id="decide")
+            def decide(analysis: dict[str, Any], validated: dict[str, Any]) -> str | list[str]:
+                dry_run_pass = validated["dry_run"] and analysis["outcome"] == "dry_run"
+                if analysis["outcome"] != "pass" and not dry_run_pass:
+                    return f"{group_id}.verdict_failed"
+                return next_ids(validated)
+
+            @task(task_id="verdict_failed", retries=0)
+            def verdict_failed(analysis: dict[str, Any]) -> None:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"{label}: canary {analysis['outcome']}: {analysis['summary']}")
+
+            decided = decide(analyze.output, validate)
+            failed = verdict_failed(analyze.output)
+            set_route >> watch >> analyze >> decided >> failed
+            failable.extend([set_route, watch, analyze, decided, failed])
+            return decided
+
+        first_step = f"step_{steps[0]}.set_route"
+
+        @task.branch(task_id="choose_strategy")
+        def choose_strategy(validated: dict[str, Any]) -> str:
+            if validated["strategy"] in ("header", "cookie"):
+                return "targeted.set_route"
+            return "targeted.not_needed"
+
+        strategy = choose_strategy(validate)
+        validate >> preflight >> destination_rule >> strategy
+
+        from airflow.providers.standard.operators.empty import EmptyOperator
+
+        with TaskGroup("targeted", tooltip="header/cookie strategies: only matching requests reach the canary"):
+            targeted_route = IstioMatchRouteOperator(task_id="set_route", release=release, enabled=True, **conns)
+            not_needed = EmptyOperator(task_id="not_needed")
+            targeted = phase("targeted", targeted_route, None, "targeted phase", lambda _v: first_step)
+        strategy >> [targeted_route, not_needed]
+        entries: list[Any] = [targeted, not_needed]  # what may lead into the next step's set_route
+        previous_analyze = "targeted.analyze"
+
+        for index, weight in enumerate(steps):
+            group_id = f"step_{weight}"
+            with TaskGroup(group_id, tooltip=f"{weight}% of the owned route's traffic to the canary"):
+                set_route = IstioTrafficShiftOperator(
+                    task_id="set_route", release=release, canary_weight=weight,
+                    trigger_rule="none_failed_min_one_success", **conns,
+                )
+                if index == len(steps) - 1:
+                    next_ids: Any = lambda _v: "promote"  # noqa: E731
+                elif index == len(steps) - 2:
+                    # Before the last step: a person approves when asked to.
+                    next_ids = lambda v: "approve_promotion" if v.get("require_approval") else "no_approval_needed"  # noqa: E731
+                else:
+                    next_ids = lambda _v, nxt=f"step_{steps[index + 1]}.set_route": nxt  # noqa: E731
+                decided = phase(group_id, set_route, previous_analyze, f"step {weight}%", next_ids)
+            entries >> set_route
+            if index == len(steps) - 2:
+                approval = _approval_task(approval_timeout, steps[-1])
+                no_approval = EmptyOperator(task_id="no_approval_needed")
+                decided >> [approval, no_approval]
+                failable.append(approval)
+                entries = [approval, no_approval]
+            else:
+                entries = [decided]
+            previous_analyze = f"{group_id}.analyze"
+
+        promote = IstioPromoteOperator(task_id="promote", release=release, **conns)
+        entries >> promote
+        failable.append(promote)
+
+        rollback = IstioRollbackOperator(
+            task_id="rollback",
+            # Templates: rollback must start even when validate or preflight failed.
+            release=VALIDATED,
+            snapshot="{{ (ti.xcom_pull(task_ids='preflight') or {}).get('snapshot') | tojson }}",
+            reason="a release task failed; its log says why",
+            trigger_rule="one_failed", retries=3, **conns,
+        )
+        failable >> rollback
+
+        report = task(task_id="report", trigger_rule="all_done", retries=0)(_report)(steps=list(steps))
+        outcome = task(task_id="outcome", trigger_rule="all_done", retries=0)(_outcome)()
+        [promote, rollback] >> report >> outcome
+    return dag
+
+
+def _approval_task(timeout: timedelta, last_step: int) -> Any:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    # fail_on_reject: a rejected (or timed out) promotion is a failed release and must roll
+    # back through the same trigger rule as any other failure.
+    return ApprovalOperator(
+        task_id="approve_promotion",
+        subject=f"Go to {last_step}%: {{{{ params.service }}}} {{{{ params.canary_version }}}}?",
+        body="Every step so far passed its analysis. Approve to continue to the last step; "
+             "reject (or no answer before the timeout) rolls the release back.",
+        defaults=["Reject"],
+        response_timeout=timeout,
+        fail_on_reject=True,
+        retries=0,
+    )
+
+
+def _report(steps: list[int], **context: Any) -> dict[str, Any]:
+    from istio_canary.core.report import build_report, render_report
+
+    ti = context["ti"]
+    phases = ["targeted"] + [f"step_{w}" for w in steps]
+    analyses = {p: ti.xcom_pull(task_ids=f"{p}.analyze") for p in phases}
+    routes = {p: ti.xcom_pull(task_ids=f"{p}.set_route") for p in phases}
+    report = build_report(
+        phases=phases,
+        routes=routes,
+        analyses=analyses,
+        promoted=ti.xcom_pull(task_ids="promote"),
+        rolled_back=ti.xcom_pull(task_ids="rollback"),
+        validated=ti.xcom_pull(task_ids="validate"),
+    )
+    print(render_report(report))  # the table belongs in the task log as is
+    ti.xcom_push(key="release_report", value=report)
+    from istio_canary.notifications import notify_outcome
+
+    notify_outcome(report, context)
+    return report
+
+
+def _outcome(**context: Any) -> str:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    report = context["ti"].xcom_pull(task_ids="report", key="release_report") or {}
+    result = report.get("outcome", "unknown")
+    if result in ("promoted", "dry_run"):
+        return f"{result}: {report.get('reason', '')}"
+    raise AirflowFailException(f"release {result}: {report.get('reason', 'see the failed task')}")

@@ -1,0 +1,212 @@
+"""The release DAG end to end: `airflow dags test` against the sandbox (real Prometheus, real
+Kubernetes client writes, the real trigger resumed by Airflow)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+from kubernetes import client, config
+
+from istio_canary.core.lock import lock_of, outcome_of
+from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.routing import routing_state
+from tests.e2e.conftest import AIRFLOW, DAG_ID, airflow_env
+
+pytestmark = pytest.mark.e2e
+
+NS = "bookinfo"
+RELEASE = {"service": "reviews", "namespace": NS, "stable_version": "v1", "canary_version": "v2"}
+FAST = {"bake_seconds": 4, "check_interval_seconds": 1, "min_requests": 20}
+
+
+@pytest.fixture
+def mesh(sandbox: Any) -> Any:
+    sandbox.reset()
+    sandbox.set_behaviour(rps=200)
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+    sandbox.api = api
+    yield sandbox
+    requests.delete(f"{sandbox.api_url}/sandbox/faults", timeout=5)
+    sandbox.reset()
+
+
+def vs_of(mesh: Any) -> dict[str, Any]:
+    return mesh.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "virtualservices", "reviews")
+
+
+def dr_of(mesh: Any) -> dict[str, Any]:
+    return mesh.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "destinationrules", "reviews")
+
+
+def test_healthy_weighted_release_is_promoted(mesh: Any, run_release: Any) -> None:
+    result = run_release({**RELEASE, **FAST})
+    assert result.state == "success", result.output[-5000:]
+    vs = vs_of(mesh)
+    assert [d["destination"] for d in vs["spec"]["http"][-1]["route"]] == [{"host": "reviews", "subset": "v2"}]
+    assert lock_of(vs) is None and outcome_of(vs).outcome == "promoted"
+    # Each set-route task logged the YAML diff it wrote.
+    for weight in ("10", "50"):
+        assert f"+      weight: {weight}" in result.output
+    assert "set route: 100% canary: wrote VirtualService bookinfo/reviews" in result.output
+    # The report shows the three steps.
+    report = result.output[result.output.index("release bookinfo/reviews v1 -> v2: PROMOTED"):]
+    assert all(re.search(rf"^step_{w}\s+{w}\s+\d+", report, re.M) for w in (10, 50, 100)), report[:800]
+    assert "PromQL" in result.output and "check 1:" in result.output
+
+
+def test_canary_with_errors_is_rolled_back_during_step_10(mesh: Any, run_release: Any) -> None:
+    mesh.set_behaviour("v1", error_rate=0.005)
+    mesh.set_behaviour("v2", error_rate=0.05)
+    before = vs_of(mesh)
+    result = run_release({**RELEASE, **FAST, "bake_seconds": 60})
+    assert result.state == "failed", result.output[-5000:]
+    vs = vs_of(mesh)
+    assert vs["spec"] == before["spec"]
+    assert lock_of(vs) is None and outcome_of(vs).outcome == "rolled_back"
+    assert "stopped EARLY" in result.output
+    assert "ROLLED_BACK: step_10: fail" in result.output
+    assert "release rolled_back: step_10: fail" in result.output  # the outcome task's failure
+    for later in ("step_50", "step_100"):
+        assert f"task_id='{later}.set_route'" not in result.output
+
+
+class PhaseTracker:
+    """Polls the VirtualService and records instants when only the match route sends to v2."""
+
+    def __init__(self, mesh: Any, request: ReleaseRequest) -> None:
+        self.mesh, self.request = mesh, request
+        self.targeted: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                state = routing_state(vs_of(self.mesh), self.request)
+            except Exception:
+                state = None
+            if state and state.match_route_present and state.canary_weight == 0:
+                self.targeted.append(time.time())
+            time.sleep(0.2)
+
+    def __enter__(self) -> PhaseTracker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _counts_at(mesh: Any, at: float) -> dict[tuple[str, str], float]:
+    rows = mesh.prom_result('sum by (version, user_agent_canary, cookie_canary) '
+                            f'(sandbox_requests_total{{service="reviews",namespace="{NS}"}})', at=at)
+    out: dict[tuple[str, str], float] = {}
+    for r in rows:
+        labels = r["metric"]
+        out[(labels["version"], f"{labels['user_agent_canary']}/{labels['cookie_canary']}")] = float(r["value"][1])
+    return out
+
+
+@pytest.mark.parametrize(("strategy", "marker_index"), [("header", 0), ("cookie", 1)])
+def test_targeted_phase_sends_only_matching_requests_then_completes(
+    mesh: Any, run_release: Any, strategy: str, marker_index: int
+) -> None:
+    params = {**RELEASE, **FAST, "strategy": strategy, "bake_seconds": 8}
+    with PhaseTracker(mesh, ReleaseRequest.from_params(params)) as tracker:
+        result = run_release(params)
+    assert result.state == "success", result.output[-5000:]
+    assert len(tracker.targeted) >= 5, "never saw the targeted phase"
+    # Prometheus samples taken strictly inside the phase (scrapes every 1 s).
+    start, end = tracker.targeted[0] + 1.5, tracker.targeted[-1] - 0.2
+    assert end - start >= 3
+    before, after = _counts_at(mesh, start), _counts_at(mesh, end)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+    def matching(key: tuple[str, str]) -> bool:
+        return key[1].split("/")[marker_index] == "true"
+
+    to_v2 = {k: v for k, v in delta.items() if k[0] == "v2" and v > 0}
+    assert to_v2 and all(matching(k) for k in to_v2), delta
+    assert sum(v for k, v in delta.items() if k[0] == "v1" and matching(k)) == 0, delta
+    assert "targeted.set_route" in result.output and "canary match route on" in result.output
+    vs = vs_of(mesh)
+    assert routing_state(vs, ReleaseRequest.from_params(params)).match_route_present is False
+    assert outcome_of(vs).outcome == "promoted"
+
+
+def test_failure_in_a_middle_task_rolls_back(mesh: Any, run_release: Any) -> None:
+    before = vs_of(mesh)
+    process = run_release({**RELEASE, **FAST, "bake_seconds": 6}, popen=True)
+    request = ReleaseRequest.from_params(RELEASE)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # once step 10 is live, refuse the next three writes (step 50's tries)
+        if routing_state(vs_of(mesh), request).canary_weight == 10:
+            requests.post(f"{mesh.api_url}/sandbox/faults", json={"kind": "forbidden", "count": 3}, timeout=5)
+            break
+        time.sleep(0.1)
+    output, _ = process.communicate(timeout=400)
+    assert "injected fault" in output and "HTTP 403" in output
+    assert re.search(r"DagRun Finished:.*state=failed", output), output[-4000:]
+    vs = vs_of(mesh)
+    assert vs["spec"] == before["spec"]
+    assert outcome_of(vs).outcome == "rolled_back"
+    assert "rollback: wrote VirtualService bookinfo/reviews" in output
+
+
+def test_rerunning_a_finished_step_changes_nothing(mesh: Any, run_release: Any, airflow_home: Any) -> None:
+    result = run_release({**RELEASE, **FAST})
+    assert result.state == "success", result.output[-3000:]
+    run_id = re.search(r"run_id=(manual__[^,\s]+)", result.output).group(1)
+    rv = vs_of(mesh)["metadata"]["resourceVersion"]
+    rerun = subprocess.run(
+        [AIRFLOW, "tasks", "test", DAG_ID, "step_10.set_route", run_id, "-t", json.dumps(RELEASE)],
+        env=airflow_env(airflow_home, {
+            "AIRFLOW_CONN_KUBERNETES_DEFAULT": mesh.env["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
+        }),
+        capture_output=True, text=True, timeout=180,
+    )
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output[-3000:]
+    assert "no change" in output and "already finished: promoted" in output
+    assert vs_of(mesh)["metadata"]["resourceVersion"] == rv
+
+
+def test_dry_run_writes_nothing_and_logs_the_plan(mesh: Any, run_release: Any) -> None:
+    before = (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"])
+    started = time.monotonic()
+    result = run_release({**RELEASE, "bake_seconds": 600, "dry_run": True})
+    assert result.state == "success", result.output[-3000:]
+    assert time.monotonic() - started < 300  # no 600 s bakes
+    assert (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"]) == before
+    out = result.output
+    assert "DRY RUN" in out and "+      weight: 10" in out and "+      weight: 50" in out
+    assert "would write DestinationRule bookinfo/reviews" in out
+    assert "DRY_RUN" in out
+
+
+@pytest.mark.parametrize(
+    ("conf", "field"),
+    [
+        ({**RELEASE, "canary_version": "v1"}, "canary_version"),
+        ({**RELEASE, "service": "Reviews!"}, "service"),
+        ({**RELEASE, "steps": [10, 50]}, "steps"),
+        ({**RELEASE, "max_error_rate": 2}, "max_error_rate"),
+    ],
+)
+def test_bad_conf_is_rejected_naming_the_field_with_zero_writes(
+    mesh: Any, run_release: Any, conf: dict[str, Any], field: str
+) -> None:
+    before = vs_of(mesh)["metadata"]["resourceVersion"]
+    result = run_release({**FAST, **conf}, timeout=180)
+    assert result.returncode != 0 or result.state == "failed"
+    assert field in result.output
+    assert "preflight" not in re.findall(r"task_id='([^']+)'", result.output)
+    assert vs_of(mesh)["metadata"]["resourceVersion"] == before
