@@ -38,7 +38,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) -m sandbox.demo
+	$(PY) tools/release_demo.py
 
 clean:
 	rm -rf $(VENV) .sandbox* .pytest_cache .ruff_cache

@@ -2,11 +2,11 @@
 
 One run is one release. Task structure is static (it must be, for the grid):
 
-    validate -> preflight -> destination_rule -> choose_strategy
+    validate -> window_gate -> preflight -> destination_rule -> choose_strategy
       -> [targeted: set_route -> watch -> analyze -> decide]      (header/cookie strategies)
-      -> step_<w>: set_route -> watch -> analyze -> decide          (for each step w)
+      -> step_<w>: [window ->] set_route -> watch -> analyze -> decide   (for each step w)
       -> [approve_promotion, before the last step, if require_approval]
-      -> promote
+      -> promote_window -> promote
     rollback: trigger rule one_failed, downstream of every task that can fail
     report, outcome: always run; `outcome` fails the run unless the canary was promoted
 
@@ -34,6 +34,7 @@ from istio_canary.operators.routing import (
     IstioRollbackOperator,
     IstioTrafficShiftOperator,
 )
+from istio_canary.operators.window import ReleaseWindowGateOperator
 
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
 VALIDATED = "{{ ti.xcom_pull(task_ids='validate') | tojson }}"
@@ -88,6 +89,14 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
         "max_bake_seconds": Param(None, type=["integer", "null"], minimum=1, title="Max bake time (s)",
                                   description="Low traffic extends the bake up to this (default: 3 x bake time).",
                                   section=ANALYSIS),
+        "release_window": Param(None, type=["string", "null"], title="Release window policy",
+                                description="A policy from include/release_windows.yaml (e.g. office-hours); "
+                                            "empty: the service's policy if it has one; 'none': no window.",
+                                section=SAFETY),
+        "window_mode": Param("wait", type="string", enum=["wait", "refuse", "ignore"], title="Outside a window",
+                             description="wait: defer until the window opens (no worker slot); refuse: fail saying "
+                                         "when it opens; ignore: release now. Mid-release, a closed window holds "
+                                         "the current weight.", section=SAFETY),
         "require_approval": Param(False, type="boolean", title="Require approval",
                                   description="A person approves before the last step (Required actions); "
                                               "reject or timeout rolls back.", section=SAFETY),
@@ -112,7 +121,7 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
     return params
 
 
-def _validate(**context: Any) -> dict[str, Any]:
+def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
     """Typed, checked release parameters, or a failure naming the field, before any write."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -124,6 +133,9 @@ def _validate(**context: Any) -> dict[str, Any]:
     try:
         request = ReleaseRequest.from_params(raw)
         analysis = AnalysisConfig.from_params(raw)
+        if "steps" in raw and list(request.steps) != list(steps):
+            raise ValidationError("steps", raw["steps"], f"this pipeline's steps are fixed at {steps}; declare "
+                                  "another pipeline with build_release_dag(steps=...) for other steps")
     except ValidationError as exc:
         raise AirflowFailException(f"invalid release parameter: {exc}") from exc
     return {**request.to_params(), **analysis.to_dict(), "dry_run": bool(raw.get("dry_run"))}
@@ -159,7 +171,7 @@ def build_release_dag(
         doc_md=__doc__,
         **dag_kwargs,
     ) as dag:
-        validate = task(task_id="validate", retries=0)(_validate)()
+        validate = task(task_id="validate", retries=0)(_validate)(steps=list(steps))
         # Operators read the validated parameters through a template, not an XComArg: an
         # XComArg would add validate as an upstream of every task, and its success would
         # satisfy the step set_route's none_failed_min_one_success after a branch skipped it.
@@ -209,7 +221,10 @@ def build_release_dag(
             return "targeted.not_needed"
 
         strategy = choose_strategy(validate)
-        validate >> preflight >> destination_rule >> strategy
+        window = {"release_window": "{{ params.release_window }}", "window_mode": "{{ params.window_mode }}",
+                  "service": "{{ params.service }}", "namespace": "{{ params.namespace }}"}
+        window_gate = ReleaseWindowGateOperator(task_id="window_gate", retries=0, **window)
+        validate >> window_gate >> preflight >> destination_rule >> strategy
 
         from airflow.providers.standard.operators.empty import EmptyOperator
 
@@ -224,19 +239,28 @@ def build_release_dag(
         for index, weight in enumerate(steps):
             group_id = f"step_{weight}"
             with TaskGroup(group_id, tooltip=f"{weight}% of the owned route's traffic to the canary"):
+                # The first step is entered from a branch (targeted phase or not); later steps
+                # through their window hold, which carries that trigger rule instead.
                 set_route = IstioTrafficShiftOperator(
                     task_id="set_route", release=release, canary_weight=weight,
-                    trigger_rule="none_failed_min_one_success", **conns,
+                    trigger_rule="none_failed_min_one_success" if index == 0 else "all_success", **conns,
                 )
                 if index == len(steps) - 1:
-                    next_ids: Any = lambda _v: "promote"  # noqa: E731
+                    next_ids: Any = lambda _v: "promote_window"  # noqa: E731
                 elif index == len(steps) - 2:
                     # Before the last step: a person approves when asked to.
                     next_ids = lambda v: "approve_promotion" if v.get("require_approval") else "no_approval_needed"  # noqa: E731
                 else:
-                    next_ids = lambda _v, nxt=f"step_{steps[index + 1]}.set_route": nxt  # noqa: E731
+                    next_ids = lambda _v, nxt=f"step_{steps[index + 1]}.window": nxt  # noqa: E731
                 decided = phase(group_id, set_route, previous_analyze, f"step {weight}%", next_ids)
-            entries >> set_route
+                if index == 0:
+                    entries >> set_route
+                else:
+                    # Hold at the current weight while the release window is closed.
+                    hold = ReleaseWindowGateOperator(task_id="window", phase="step",
+                                                     trigger_rule="none_failed_min_one_success", **window)
+                    entries >> hold >> set_route
+                    failable.append(hold)
             if index == len(steps) - 2:
                 approval = _approval_task(approval_timeout, steps[-1])
                 no_approval = EmptyOperator(task_id="no_approval_needed")
@@ -247,9 +271,11 @@ def build_release_dag(
                 entries = [decided]
             previous_analyze = f"{group_id}.analyze"
 
+        promote_window = ReleaseWindowGateOperator(task_id="promote_window", phase="step",
+                                                   trigger_rule="none_failed_min_one_success", **window)
         promote = IstioPromoteOperator(task_id="promote", release=release, **conns)
-        entries >> promote
-        failable.append(promote)
+        entries >> promote_window >> promote  # never promotes outside a window
+        failable += [promote_window, promote]
 
         rollback = IstioRollbackOperator(
             task_id="rollback",

@@ -8,10 +8,12 @@ import re
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of
@@ -210,3 +212,40 @@ def test_bad_conf_is_rejected_naming_the_field_with_zero_writes(
     assert field in result.output
     assert "preflight" not in re.findall(r"task_id='([^']+)'", result.output)
     assert vs_of(mesh)["metadata"]["resourceVersion"] == before
+
+
+def _windows_file(tmp_path: Any, opens: datetime, hours: float = 1.0) -> str:
+    end = opens + timedelta(hours=hours)
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    path = tmp_path / "windows.yaml"
+    path.write_text(yaml.safe_dump({"policies": {"soon": {"timezone": "UTC", "windows": [
+        {"days": days[opens.weekday()], "start": opens.strftime("%H:%M:%S"), "end": end.strftime("%H:%M:%S")},
+    ]}}}))
+    return str(path)
+
+
+def test_window_refuse_fails_naming_the_next_opening_with_zero_writes(
+    mesh: Any, run_release: Any, tmp_path: Any
+) -> None:
+    opens = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    before = (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"])
+    result = run_release({**RELEASE, **FAST, "release_window": "soon", "window_mode": "refuse"},
+                         extra_env={"ISTIO_CANARY_WINDOWS_FILE": _windows_file(tmp_path, opens)}, timeout=240)
+    assert result.state == "failed", result.output[-3000:]
+    assert opens.strftime("%Y-%m-%dT%H:%M") in result.output  # the next opening, in the message
+    assert (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"]) == before
+    assert "task_id='preflight'" not in result.output
+
+
+def test_window_wait_defers_until_it_opens_then_releases(mesh: Any, run_release: Any, tmp_path: Any) -> None:
+    opens = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
+    result = run_release({**RELEASE, **FAST, "release_window": "soon", "window_mode": "wait"},
+                         extra_env={"ISTIO_CANARY_WINDOWS_FILE": _windows_file(tmp_path, opens)})
+    assert result.state == "success", result.output[-3000:]
+    assert outcome_of(vs_of(mesh)).outcome == "promoted"
+    # preflight (the first cluster access) started only after the window opened
+    first_preflight = min(
+        datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+        for m in re.finditer(r"^(\S+Z) .*task_id='preflight'", result.output, re.M)
+    )
+    assert first_preflight >= opens, (first_preflight, opens)
