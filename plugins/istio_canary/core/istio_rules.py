@@ -17,11 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import re2
+from istio_canary.core.validation import ValidationError, re2_problem, require_dns1123_label
 
-from istio_canary.core.validation import ValidationError, require_dns1123_label
-
-MAX_REGEX_LENGTH = 1024
 TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 _INT32_MAX = 2**31 - 1
 _STRING_MATCH_KINDS = ("exact", "prefix", "regex")
@@ -68,13 +65,9 @@ def _check_regex(path: str, value: Any, problems: list[str]) -> None:
     if not isinstance(value, str):
         problems.append(f"{path}: regex must be a string")
         return
-    if len(value) > MAX_REGEX_LENGTH:
-        problems.append(f"{path}: regex is {len(value)} characters, Istio allows at most {MAX_REGEX_LENGTH}")
-        return
-    try:
-        re2.compile(value)
-    except re2.error as exc:
-        problems.append(f"{path}: regex {value!r} is not valid RE2 ({exc})")
+    problem = re2_problem(value)
+    if problem:
+        problems.append(f"{path}: regex {value[:80]!r} {problem}")
 
 
 def _check_string_match(path: str, match: Any, problems: list[str], *, empty_ok: bool) -> None:

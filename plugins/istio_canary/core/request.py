@@ -21,93 +21,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
-import re2
-
 from istio_canary.core.validation import (
     ValidationError,
     require_dns1123_label,
     require_dns1123_subdomain,
+    require_header_name,
+    require_label_key,
+    require_label_value,
+    require_re2_regex,
 )
 
 Strategy = Literal["weighted", "header", "cookie"]
 STRATEGIES: tuple[str, ...] = ("weighted", "header", "cookie")
 ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
-MAX_REGEX_LENGTH = 1024  # Istio's cap on a StringMatch regex
-
-# Kubernetes label value / label key name part: alphanumerics, '-', '_', '.'; alnum at both ends.
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-# RFC 7230 header field-name token, lower case only (Istio/Envoy match on lower-cased names).
-_HEADER_TOKEN = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
-
-
-def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL_NAME.match(value))
-
-
-def require_label_value(field: str, value: Any) -> str:
-    """A Kubernetes label value that is not empty: the `version` label of a pod."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, value, "must be a non-empty string")
-    if not is_label_value(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit",
-        )
-    return value
-
-
-def require_label_key(field: str, value: Any) -> str:
-    """A Kubernetes label key: `version` or `app.kubernetes.io/version`."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, value, "must be a non-empty string")
-    prefix, slash, name = value.rpartition("/")
-    if slash:
-        try:
-            require_dns1123_subdomain(field, prefix)
-        except ValidationError:
-            raise ValidationError(
-                field, value, "label key prefix (before '/') must be a DNS-1123 subdomain"
-            ) from None
-    if not is_label_value(name):
-        raise ValidationError(
-            field,
-            value,
-            "must be a Kubernetes label key: [prefix/]name, name at most 63 letters, digits, "
-            "'-', '_' or '.', starting and ending with a letter or digit",
-        )
-    return value
-
-
-def require_header_name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, value, "must be a non-empty string")
-    if not _HEADER_TOKEN.match(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a lower-case HTTP header name (letters, digits and !#$%&'*+-.^_`|~), "
-            "e.g. 'user-agent' or 'x-canary'",
-        )
-    return value
-
-
-def require_re2_regex(field: str, value: Any) -> str:
-    """A regex Envoy will accept: RE2 syntax (no look-arounds/backreferences), <= 1024 chars."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, value, "must be a non-empty string")
-    if len(value) > MAX_REGEX_LENGTH:
-        raise ValidationError(
-            field, value, f"is {len(value)} characters; Istio allows at most {MAX_REGEX_LENGTH}"
-        )
-    try:
-        re2.compile(value)
-    except re2.error as exc:
-        raise ValidationError(field, value, f"is not a valid RE2 regex: {exc}") from None
-    return value
-
 
 def _suggest_subset(version: str) -> str:
     cleaned = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-")[:63].strip("-")
