@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from istio_canary.operators.analysis import PrometheusGraphLink
 from istio_canary.timetables import ReleaseWindowTimetable
 
 
@@ -11,3 +12,5 @@ class IstioCanaryPlugin(AirflowPlugin):
     name = "istio_canary"
     # Custom timetables must be registered for the scheduler to deserialize DAGs using them.
     timetables = [ReleaseWindowTimetable]
+    # Extra links must be registered for the UI to deserialize them.
+    operator_extra_links = [PrometheusGraphLink()]

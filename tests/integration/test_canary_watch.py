@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -32,9 +32,13 @@ class FakeTI:
 
     def __init__(self) -> None:
         self.xcom: dict[str, Any] = {}
+        self.pushed: dict[str, Any] = {}
 
     def xcom_pull(self, task_ids: str) -> Any:
         return self.xcom.get(task_ids)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
 
 
 def run_watch(params: dict[str, Any], ti: FakeTI | None = None) -> dict[str, Any]:
@@ -177,6 +181,13 @@ def test_analysis_on_its_own_judges_the_last_window(mesh: Any) -> None:
     mesh.set_behaviour(rps=200)
     time.sleep(6)
     op = CanaryAnalysisOperator(task_id="analyze", release={**BASE, "bake_seconds": 5})
-    result = op.execute({"ti": SimpleNamespace(xcom_pull=lambda task_ids: None)})
+    ti = FakeTI()
+    result = op.execute({"ti": ti})
     assert result["outcome"] == "pass", result["summary"]
     assert result["stats"]["requests"] > 100
+    # The task's "Prometheus graph" link opens the canary's error ratio in Prometheus, and works.
+    link = ti.pushed["_link_PrometheusGraphLink"]
+    assert link.startswith(f"{mesh.prometheus_url}/graph?g0.expr=")
+    query = parse_qs(urlparse(link).query)["g0.expr"][0]
+    assert 'destination_version=~"v2|v1"' in query
+    assert {r["metric"]["destination_version"] for r in mesh.prom_result(query)} == {"v1", "v2"}

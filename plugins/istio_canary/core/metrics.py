@@ -346,6 +346,16 @@ def p99_query(service: str, namespace: str, versions: Sequence[str], window_seco
     )
 
 
+def error_ratio_graph_query(service: str, namespace: str, versions: Sequence[str]) -> str:
+    """5xx ratio per version over 1-minute rates: what a person graphs to see the canary."""
+    errors = _selector(service, namespace, versions, f'response_code=~"{ERROR_CODE_REGEX}"')
+    total = _selector(service, namespace, versions)
+    requests = f"sum by (destination_version) (rate({REQUESTS_METRIC}{total}[1m]))"
+    # `or ... * 0`: a version without errors has no 5xx series; graph it at 0, not as a gap.
+    return (f"(sum by (destination_version) (rate({REQUESTS_METRIC}{errors}[1m])) or {requests} * 0) / "
+            f"{requests}")
+
+
 def scrape_time_query(service: str, namespace: str, versions: Sequence[str]) -> str:
     """When Prometheus last scraped these counters (epoch seconds). `timestamp()` must wrap
     the raw selector: applied to an aggregation it returns the evaluation time instead."""

@@ -7,11 +7,18 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlencode
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from istio_canary.core.judge import JudgeState, Outcome, Verdict
-from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot, custom_value, values_by_version
+from istio_canary.core.metrics import (
+    AnalysisConfig,
+    CounterSnapshot,
+    custom_value,
+    error_ratio_graph_query,
+    values_by_version,
+)
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.watch import (
     WatchProgress,
@@ -27,9 +34,29 @@ from istio_canary.operators.base import as_bool, release_params
 TRIGGER_TIMEOUT_SLACK_SECONDS = 300
 
 
+class PrometheusGraphLink(BaseOperatorLink):
+    """"Prometheus graph" button on watch/analysis tasks: the canary's and stable's error ratio.
+
+    The URL is built when the task runs (it needs the connection) and kept in XCom, where
+    the UI reads it.
+    """
+
+    name = "Prometheus graph"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
+
+
+def prometheus_graph_url(base_url: str, query: str) -> str:
+    return f"{base_url.rstrip('/')}/graph?" + urlencode({"g0.expr": query, "g0.tab": "0", "g0.range_input": "30m"})
+
+
 class _CanaryAnalysisBase(BaseOperator):
     template_fields: Sequence[str] = ("release", "analysis", "prometheus_conn_id", "dry_run")
     ui_color = "#fdf0d5"
+    operator_extra_links = (PrometheusGraphLink(),)
 
     def __init__(
         self,
@@ -64,6 +91,13 @@ class _CanaryAnalysisBase(BaseOperator):
     def hook(self) -> PrometheusHook:
         return PrometheusHook(self.prometheus_conn_id)
 
+    def push_graph_link(self, context: Mapping[str, Any]) -> None:
+        req = self.request
+        query = error_ratio_graph_query(req.service, req.namespace, (req.canary_version, req.stable_version))
+        url = prometheus_graph_url(self.hook.connection_config()["url"], query)
+        context["ti"].xcom_push(key=PrometheusGraphLink().xcom_key, value=url)
+        self.log.info("Prometheus graph: %s", url)
+
     def log_queries(self, window_seconds: int) -> None:
         self.log.info("PromQL (counters, differenced between checks): %s", self.target.snapshot_query())
         self.log.info("PromQL (p99 over the window): %s", self.target.latency_query(window_seconds))
@@ -97,6 +131,7 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
         if as_bool(self.dry_run):
             self.log.info("DRY RUN: no bake, no queries")
             return {"action": "dry_run", "progress": None}
+        self.push_graph_link(context)
         judge_state = None
         if self.judge_state_from:
             previous = context["ti"].xcom_pull(task_ids=self.judge_state_from)
@@ -160,6 +195,7 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
         if as_bool(self.dry_run):
             self.log.info("DRY RUN: no analysis; the step counts as passed so the whole plan is shown")
             return {"outcome": "dry_run", "summary": "dry run: not analysed", "judge_state": None, "stats": {}}
+        self.push_graph_link(context)
         watch = context["ti"].xcom_pull(task_ids=self.watch_task_id) if self.watch_task_id else None
         if watch and watch.get("progress"):
             progress = WatchProgress.from_dict(watch["progress"])
