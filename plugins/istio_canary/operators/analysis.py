@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from istio_canary.core.judge import JudgeState, Outcome, Verdict
+from istio_canary.core.judge import Outcome, Verdict
 from istio_canary.core.metrics import (
     AnalysisConfig,
     CounterSnapshot,
@@ -28,7 +28,7 @@ from istio_canary.core.watch import (
     record_missing_data,
 )
 from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError
-from istio_canary.operators.base import as_bool, release_params
+from istio_canary.operators.base import as_bool, parse_release
 
 # Slack on top of max_bake_seconds before Airflow gives up on the trigger.
 TRIGGER_TIMEOUT_SLACK_SECONDS = 300
@@ -75,12 +75,12 @@ class _CanaryAnalysisBase(BaseOperator):
 
     @cached_property
     def request(self) -> ReleaseRequest:
-        return ReleaseRequest.from_params(release_params(self.release))
+        return ReleaseRequest.from_params(parse_release(self.release))
 
     @cached_property
     def config(self) -> AnalysisConfig:
         # The release's params carry the analysis settings too, unless given apart.
-        return AnalysisConfig.from_params(release_params(self.analysis if self.analysis is not None else self.release))
+        return AnalysisConfig.from_params(parse_release(self.analysis if self.analysis is not None else self.release))
 
     @cached_property
     def target(self) -> WatchTarget:
@@ -264,5 +264,3 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
             "stats": stats,
         }
 
-
-__all__ = ["CanaryAnalysisOperator", "CanaryWatchOperator", "JudgeState"]

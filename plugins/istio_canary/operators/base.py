@@ -25,7 +25,7 @@ def as_bool(value: bool | str) -> bool:
     return bool(value)
 
 
-def release_params(release: Mapping[str, Any] | str | None) -> dict[str, Any]:
+def parse_release(release: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """The release's params as a dict: a mapping, or JSON text from a rendered template."""
     if isinstance(release, str):
         release = json.loads(release) if release.strip() not in ("", "None", "null") else None
@@ -74,7 +74,7 @@ class IstioReleaseOperator(BaseOperator):
 
     @cached_property
     def request(self) -> ReleaseRequest:
-        return ReleaseRequest.from_params(release_params(self.release))
+        return ReleaseRequest.from_params(parse_release(self.release))
 
     @cached_property
     def hook(self) -> IstioHook:
