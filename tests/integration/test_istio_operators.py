@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 from kubernetes import client, config
 
 from istio_canary.core.lock import LOCK_ANNOTATION, LockHeldError, lock_of, outcome_of
@@ -319,3 +320,15 @@ def test_dry_run_writes_nothing_and_logs_the_plan(world: SimpleNamespace, capfd:
     assert _rv(world) == before
     out = capfd.readouterr().out
     assert "DRY RUN" in out and "+      weight: 50" in out
+
+
+def test_transient_api_errors_are_retried_with_backoff(world: SimpleNamespace, capfd: pytest.CaptureFixture[str]) -> None:
+    run(IstioPreflightOperator)
+    run(IstioDestinationRuleOperator)
+    # The next two writes fail with 500: the hook retries and the step still lands.
+    requests.post(f"{world.sandbox.api_url}/sandbox/faults", json={"kind": "error500", "count": 2}, timeout=5)
+    result = run(IstioTrafficShiftOperator, canary_weight=10)
+    assert result["canary_weight"] == 10 and result["written"] is True
+    out = capfd.readouterr().out
+    assert out.count("HTTP 500") >= 2 and "retry 2/" in out
+    assert kubectl_weights(world.sandbox) == {"v1": 90, "v2": 10}
