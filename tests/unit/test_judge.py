@@ -315,7 +315,7 @@ def test_canary_alone_at_100_percent_is_judged_against_history() -> None:
 
 
 def test_latency_regression_fails() -> None:
-    intervals = traffic(seed=7, canary_rate=STABLE_ERROR_RATE, checks=30)
+    intervals = traffic(seed=7, canary_rate=STABLE_ERROR_RATE, checks=60, weights=(0.2,))
     slow = watch(intervals, p99=(180.0, 100.0))
     # A relative p99 regression is re-checked during the bake and decided at its end.
     assert slow.failed_at is None

@@ -46,8 +46,10 @@ ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_history", "errors
 INCIDENT_P_VALUE = 0.01
 # Lowest reference rate taken from an error-free history, so one canary error is not "infinitely" worse.
 HISTORY_FLOOR = 0.001
-# Fewest requests per version for a p99-vs-p99 comparison to mean anything.
-LATENCY_COMPARISON_MIN_REQUESTS = 500
+# Fewest requests per version for a p99-vs-p99 comparison to mean anything. With Istio's
+# buckets (50, 100, 250 ms) two healthy versions' interpolated p99s differ by more than 20 %
+# in ~1.3 % of comparisons at 500 requests each, ~0.3 % at 1,000 (simulated).
+LATENCY_COMPARISON_MIN_REQUESTS = 1000
 STATE_VERSION = 1
 
 
