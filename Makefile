@@ -11,14 +11,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SANDBOX_CRDS ?= $(if $(wildcard ../shared/istio/virtualservices.crd.yaml),$(abspath ../shared/istio),)
 export SANDBOX_CRDS
 
-.PHONY: setup test lint demo clean prometheus
+.PHONY: setup test lint demo clean system-packages
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) system-packages
 
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  echo "installing the Debian prometheus package"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q prometheus; }
+# Debian packages the tests use: Prometheus (the sandbox's), docker-compose 1.29 (validates
+# docker-compose.yaml without an engine) and chromium (the browser test of the Airflow UI).
+SYSTEM_COMMANDS := prometheus docker-compose chromium
+system-packages:
+	@missing=""; for cmd in $(SYSTEM_COMMANDS); do command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,23 +11,14 @@ from typing import Any
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-DAG_ID = "istio_canary_release"
+from tools.live_airflow import AIRFLOW, RELEASE_DAG_ID, LiveAirflow, airflow_env, start_live_airflow
+
+DAG_ID = RELEASE_DAG_ID
 
 
-def airflow_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{os.environ.get('PYTHONPATH', '')}",
-    }
-    env.update(extra or {})
-    return env
+def sandbox_connections(sandbox: Any) -> dict[str, str]:
+    """The two Airflow connections (env-style) that point at the sandbox."""
+    return {key: sandbox.env[key] for key in ("AIRFLOW_CONN_KUBERNETES_DEFAULT", "AIRFLOW_CONN_PROMETHEUS_DEFAULT")}
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +51,7 @@ def run_release(airflow_home: Path, sandbox: Any) -> Iterator[Any]:
 
     def run(conf: dict[str, Any], timeout: float = 420, extra_env: dict[str, str] | None = None,
             popen: bool = False) -> Any:
-        env = airflow_env(airflow_home, {
-            "AIRFLOW_CONN_KUBERNETES_DEFAULT": sandbox.env["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
-            "AIRFLOW_CONN_PROMETHEUS_DEFAULT": sandbox.env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"],
-            **(extra_env or {}),
-        })
+        env = airflow_env(airflow_home, {**sandbox_connections(sandbox), **(extra_env or {})})
         args = [AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps(conf)]
         if popen:
             return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -75,3 +60,11 @@ def run_release(airflow_home: Path, sandbox: Any) -> Iterator[Any]:
         return RunResult(result.returncode, result.stdout + result.stderr)
 
     yield run
+
+
+@pytest.fixture(scope="session")
+def live_airflow(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
+    """One live Airflow (LocalExecutor, SQLite) for every live test of the session, wired to the
+    session sandbox; its processes are stopped (by process group) when the session ends."""
+    with start_live_airflow(tmp_path_factory.mktemp("live-airflow"), connections=sandbox_connections(sandbox)) as live:
+        yield live
