@@ -43,7 +43,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) tools/release_demo.py
+	$(PY) -m tools.release_demo
 
 clean:
 	rm -rf $(VENV) .sandbox* .pytest_cache .ruff_cache

@@ -11,20 +11,18 @@ Everything it starts (the sandbox, with its Prometheus) runs in its own process 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from tools.live_airflow import AIRFLOW, PROJECT_ROOT, airflow_env
+
 STATE_DIR = PROJECT_ROOT / ".sandbox-demo"
 AIRFLOW_HOME = PROJECT_ROOT / ".demo-airflow"
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 RELEASE = {"service": "reviews", "namespace": "bookinfo", "stable_version": "v1", "canary_version": "v2",
            "check_interval_seconds": 2, "min_requests": 30}
 
@@ -40,13 +38,6 @@ def sandbox(*args: str) -> None:
 
 def sandbox_env() -> dict[str, str]:
     return dict(shlex.split(line)[0].split("=", 1) for line in (STATE_DIR / "env").read_text().splitlines() if line)
-
-
-def airflow_env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "AIRFLOW_HOME": str(AIRFLOW_HOME),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **extra}
 
 
 def post(url: str, payload: dict[str, Any]) -> None:
@@ -89,7 +80,7 @@ def run() -> None:
     sandbox("up")
     env_file = sandbox_env()
     AIRFLOW_HOME.mkdir(exist_ok=True)
-    env = airflow_env({"AIRFLOW_CONN_KUBERNETES_DEFAULT": env_file["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
+    env = airflow_env(AIRFLOW_HOME, {"AIRFLOW_CONN_KUBERNETES_DEFAULT": env_file["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
                        "AIRFLOW_CONN_PROMETHEUS_DEFAULT": env_file["AIRFLOW_CONN_PROMETHEUS_DEFAULT"]})
     say("Preparing Airflow's metadata database (.demo-airflow/)")
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL,
