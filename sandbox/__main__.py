@@ -1,10 +1,12 @@
-"""`python -m sandbox up|down|status|set`: start, stop, inspect and steer the local sandbox.
+"""`python -m sandbox up|down|status|set|fault`: start, stop, inspect and steer the local sandbox.
 
 up      start the API stand-in, traffic generator and Prometheus in one background
         process group; return when all three answer (idempotent)
 down    stop exactly what `up` started (idempotent)
 status  health, ports, uptime, behaviour per version, generator CPU (exit 1 if unhealthy)
 set     change a service's or version's behaviour while it runs (exit 2 on bad values)
+fault   inject faults at run time: API write errors, Prometheus down or erroring, a
+        concurrent writer, traffic at zero (`fault --help`; exit 2 on bad values)
 """
 
 from __future__ import annotations
@@ -349,6 +351,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_UNHEALTHY
     health = check_health(state["urls"], state["pids"].get("supervisor"))
     gen = health.generator_state or {}
+    faults = _active_faults(state)
     started = datetime.fromisoformat(state["started_at"])
     uptime = (datetime.now(UTC) - started).total_seconds()
     if args.json:
@@ -366,6 +369,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "urls": state["urls"],
                     "cpu": gen.get("cpu"),
                     "services": gen.get("services"),
+                    "faults": faults,
                 },
                 indent=2,
             )
@@ -397,7 +401,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         if "unknown" in served:
             print(f"    no pod (404/503 from the proxy): {served['unknown']['requests']}")
+    if faults is not None:
+        print("  faults (`python -m sandbox fault clear` ends them):")
+        print("\n".join(f"  {line}" for line in describe_faults(faults)))
     return 0 if health.ok else EXIT_UNHEALTHY
+
+
+def _active_faults(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Every fault's state if any is on (so `status` never hides one), else None."""
+    try:
+        status, faults = _call("GET", f"{state['urls']['generator']}/control/faults")
+    except OSError:
+        return None
+    if status != 200 or not isinstance(faults, dict):
+        return None
+    active = (faults["api"]["kind"] is not None or faults["prometheus"]["mode"] != "up"
+              or faults["writer"].get("running") or faults["traffic"]["zero"])
+    return faults if active else None
 
 
 # --- set ------------------------------------------------------------------------------------
@@ -483,6 +503,154 @@ def cmd_set(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- fault ----------------------------------------------------------------------------------
+
+# CLI names of the API server's fault kinds (sandbox.apiserver.Faults.KINDS).
+API_FAULT_KINDS = {"500": "error500", "timeout": "timeout", "409": "conflict", "403": "forbidden"}
+FAULT_REQUEST_TIMEOUT = 120.0  # a Prometheus restart waits for readiness and a fresh scrape
+
+
+def _running_state(state_dir: Path) -> dict[str, Any] | None:
+    state = read_state(state_dir)
+    if state is None or not state.get("urls"):
+        _err(f"no sandbox running in {state_dir} (run `python -m sandbox up` first)")
+        return None
+    return state
+
+
+def _call(method: str, url: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """(status, JSON answer); raises OSError when the sandbox cannot be reached."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=FAULT_REQUEST_TIMEOUT) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"null")
+        except ValueError:
+            return exc.code, {"error": body.decode(errors="replace")}
+
+
+def _check_fault_args(args: argparse.Namespace) -> None:
+    """Range checks that need no sandbox; raise ValidationError naming the flag."""
+    if getattr(args, "count", None) is not None and args.count < 1:
+        raise ValidationError("--count", args.count, "must be at least 1")
+    if getattr(args, "after", None) is not None and args.after < 0:
+        raise ValidationError("--after", args.after, "must be at least 0")
+    seconds = getattr(args, "seconds", None)
+    if seconds is not None and not (math.isfinite(seconds) and 0 <= seconds <= 3600):
+        raise ValidationError("--seconds", seconds, "must be a number of seconds in [0, 3600]")
+    interval = getattr(args, "interval", None)
+    if interval is not None and not (math.isfinite(interval) and 0.05 <= interval <= 3600):
+        raise ValidationError("--interval", interval, "must be a number of seconds in [0.05, 3600]")
+
+
+def _describe_api_faults(api: dict[str, Any]) -> str:
+    queue = [s for s in api.get("queue") or [] if s["count"]]
+    if not queue:
+        return f"none armed ({api.get('injected', 0)} injected so far)"
+    names = {kind: name for name, kind in API_FAULT_KINDS.items()}
+    parts = []
+    for segment in queue:
+        text = f"{names.get(segment['kind'], segment['kind'])} x{segment['count']}"
+        if segment["after"]:
+            text = f"after {segment['after']} more writes, {text}"
+        if segment["kind"] == "timeout":
+            text += f" ({segment['timeout_seconds']:g}s each)"
+        parts.append(text)
+    return "next writes: " + ", then ".join(parts) + f" ({api.get('injected', 0)} injected so far)"
+
+
+def describe_faults(faults: dict[str, Any]) -> list[str]:
+    """One line per fault area, for `fault status` and after every change."""
+    prom = faults["prometheus"]
+    prom_text = {
+        "up": "up",
+        "down": "DOWN (stopped; its port refuses connections)",
+        "errors": "ERRORS (answers, but every aggregating or range query fails with HTTP 422)",
+    }[prom["mode"]]
+    if prom.get("pid"):
+        prom_text += f", pid {prom['pid']}"
+    writer = faults["writer"]
+    if writer.get("running"):
+        writer_text = (f"RUNNING on {writer['namespace']}/{writer['name']} every {writer['interval_seconds']:g}s: "
+                       f"{writer['edit_count']} edits, {len(writer['lost'])} lost")
+    elif writer.get("edit_count"):
+        writer_text = f"stopped after {writer['edit_count']} edits, {len(writer['lost'])} lost"
+    else:
+        writer_text = "off"
+    return [
+        f"  api         {_describe_api_faults(faults['api'])}",
+        f"  prometheus  {prom_text}",
+        f"  writer      {writer_text}",
+        f"  traffic     {'ZERO (no requests)' if faults['traffic']['zero'] else 'normal'}",
+    ]
+
+
+def _record_prometheus(state_dir: Path, state: dict[str, Any], prom: dict[str, Any]) -> None:
+    """state.json names the live Prometheus (a restart gives it a new pid) for `status`."""
+    if prom.get("pid") and state.get("pids", {}).get("prometheus") != prom["pid"]:
+        state["pids"]["prometheus"] = prom["pid"]
+        state["starttimes"] = {**state.get("starttimes", {}), str(prom["pid"]): prom["starttime"]}
+        write_json_atomic(state_dir / STATE_FILE, state)
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    try:
+        _check_fault_args(args)
+    except ValidationError as exc:
+        _err(f"{exc}; nothing changed")
+        return EXIT_USAGE
+    state_dir = Path(args.state_dir).resolve()
+    state = _running_state(state_dir)
+    if state is None:
+        return EXIT_UNHEALTHY
+    control = f"{state['urls']['generator']}/control/faults"
+    try:
+        if args.target == "api":
+            if args.kind == "off":
+                status, answer = _call("DELETE", f"{state['urls']['api']}/sandbox/faults")
+            else:
+                payload: dict[str, Any] = {"kind": API_FAULT_KINDS[args.kind], "count": args.count or 1,
+                                           "after": args.after or 0, "append": args.append}
+                if args.seconds is not None:
+                    payload["timeout_seconds"] = args.seconds
+                status, answer = _call("POST", f"{state['urls']['api']}/sandbox/faults", payload)
+        elif args.target == "status":
+            status, answer = _call("GET", control)
+        elif args.target == "clear":
+            status, answer = _call("POST", control, {"target": "all", "action": "clear"})
+        else:
+            payload = {"target": args.target, "action": args.action}
+            if args.target == "writer" and args.action == "start":
+                extra = {"service": args.service, "namespace": args.namespace, "interval_seconds": args.interval}
+                payload.update({k: v for k, v in extra.items() if v is not None})
+            status, answer = _call("POST", control, payload)
+        if status == 200 and args.target == "api":
+            status, answer = _call("GET", control)
+    except OSError as exc:
+        _err(f"cannot reach the sandbox in {state_dir}: {exc}")
+        return EXIT_UNHEALTHY
+    if status == 400 and isinstance(answer, dict) and answer.get("field"):
+        flag = {"service": "--service", "namespace": "--namespace", "interval_seconds": "--interval"}.get(
+            answer["field"], answer["field"])
+        _err(f"{flag}={answer.get('value')!r}: {answer.get('problem')}; nothing changed")
+        return EXIT_USAGE
+    if status != 200:
+        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else answer
+        _err(f"the sandbox refused (HTTP {status}): {message}")
+        return EXIT_USAGE if status == 400 else EXIT_UNHEALTHY
+    _record_prometheus(state_dir, state, answer["prometheus"])
+    if getattr(args, "json", False):
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"sandbox faults in {state_dir}:")
+        print("\n".join(describe_faults(answer)))
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 
@@ -524,7 +692,60 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--header-fraction", dest="header_fraction", type=float)
     set_.add_argument("--cookie-fraction", dest="cookie_fraction", type=float)
     set_.set_defaults(func=cmd_set)
+    _add_fault_parser(sub, with_state_dir)
     return parser
+
+
+FAULT_HELP = """Switch faults on and off while the sandbox runs (each prints every fault's state):
+
+  fault api 500|timeout|409|403 [--count N] [--after M] [--seconds S] [--append]
+        the next N writes of Istio objects fail (after letting M through): 500, a 504 after
+        S seconds (default 30, as kube-apiserver times a request out), 409 Conflict, 403;
+        --append queues this after what is armed. `fault api off` disarms.
+  fault prometheus down|errors|up
+        down: the Prometheus process is stopped (its port refuses connections); errors: it is
+        restarted with --query.max-samples=1, so every aggregating or range query fails with
+        its real HTTP 422 error; up: restarted normally on the same port, data kept.
+  fault writer start [--service S] [--namespace N] [--interval SECONDS] | stop
+        another controller edits the service's VirtualService every second: one route of its
+        own (`sandbox-writer`), one header added per edit; it records each edit and any edit
+        it finds lost (`fault status --json`).
+  fault traffic zero|restore
+        the traffic generator sends no requests at all / as configured again.
+  fault status [--json]   fault clear   (everything off, Prometheus up)
+"""
+
+
+def _add_fault_parser(sub: Any, with_state_dir: Any) -> None:
+    fault = with_state_dir(sub.add_parser("fault", help="inject faults at run time", description=FAULT_HELP,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter))
+    fault.set_defaults(func=cmd_fault)
+    targets = fault.add_subparsers(dest="target", required=True)
+
+    def leaf(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = targets.add_parser(name, help=help_text)
+        # Also accepted after the target; SUPPRESS keeps the value given before it.
+        parser.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return parser
+
+    api = leaf("api", "fail the next writes of Istio objects")
+    api.add_argument("kind", choices=[*API_FAULT_KINDS, "off"])
+    api.add_argument("--count", type=int, default=None, help="how many writes fail (default 1)")
+    api.add_argument("--after", type=int, default=None, help="let this many writes through first")
+    api.add_argument("--seconds", type=float, default=None, help="timeout: seconds before the 504")
+    api.add_argument("--append", action="store_true", help="queue after the faults already armed")
+    prom = leaf("prometheus", "stop Prometheus, make it answer errors, or bring it back")
+    prom.add_argument("action", choices=["down", "errors", "up"])
+    writer = leaf("writer", "a concurrent writer editing the VirtualService's other routes")
+    writer.add_argument("action", choices=["start", "stop"])
+    writer.add_argument("--service", default=None, help="default: the only service, or give it")
+    writer.add_argument("--namespace", default=None)
+    writer.add_argument("--interval", type=float, default=None, help="seconds between edits (default 1)")
+    traffic = leaf("traffic", "stop all traffic, or restore it")
+    traffic.add_argument("action", choices=["zero", "restore"])
+    status = leaf("status", "every fault's state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    leaf("clear", "every fault off, Prometheus up")
 
 
 def main(argv: list[str] | None = None) -> int:

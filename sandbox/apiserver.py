@@ -12,8 +12,10 @@ Where it differs, on purpose: unknown fields are rejected (a real server prunes 
 the client asks `fieldValidation=Ignore|Warn`; strategic merge patch and server-side apply
 answer 415; Pods, Services and Namespaces are read-only (seeded into the Store directly).
 
-Test hooks: `server.audit` records every resource request; `server.faults.arm(kind, count)`
-makes the next writes fail (500, a slow 504 timeout, or a 409 conflict).
+Test hooks: `server.audit` records every resource request (with `fault` set on injected
+answers); `server.faults.arm(kind, count, after=N)` makes upcoming writes fail (500, a slow
+504 timeout, a 409 conflict or a 403), also over HTTP: `POST /sandbox/faults`
+`{"kind", "count", "after", "timeout_seconds", "append"}`, `GET` (state), `DELETE` (disarm).
 """
 
 from __future__ import annotations
@@ -164,44 +166,83 @@ def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiEr
 
 
 class Faults:
-    """Fault injection for the next N writes (create/update/patch/delete)."""
+    """Fault injection for upcoming writes (create/update/patch/delete of Istio objects).
+
+    A queue of segments, each "let `after` writes through, then fail the next `count`";
+    `arm` replaces the queue, `arm(..., append=True)` adds a segment after the queued ones,
+    so one plan can say e.g. "skip the lock write, then 2 timeouts, then 13 errors".
+    Reads are never faulted.
+    """
 
     KINDS = ("error500", "timeout", "conflict", "forbidden")
+    DEFAULT_TIMEOUT_SECONDS = 30.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.kind: str | None = None
-        self.remaining = 0
-        self.timeout_seconds = 30.0
+        self._queue: list[dict[str, Any]] = []
+        self.injected = 0  # faults answered since the server started (for tests and status)
         self.stopping = threading.Event()  # set on server close: a "timeout" sleep ends early
 
-    def arm(self, kind: str, count: int = 1, timeout_seconds: float | None = None) -> None:
+    def arm(
+        self,
+        kind: str,
+        count: int = 1,
+        timeout_seconds: float | None = None,
+        *,
+        after: int = 0,
+        append: bool = False,
+    ) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(self.KINDS)}, not {kind!r}")
-        if count < 0:
-            raise ValueError(f"fault count must be >= 0, not {count}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"fault count must be a whole number >= 0, not {count!r}")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"fault after must be a whole number >= 0, not {after!r}")
+        seconds = self.DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else float(timeout_seconds)
+        if not 0 <= seconds <= 3600:  # also refuses NaN
+            raise ValueError(f"fault timeout_seconds must be in [0, 3600], not {timeout_seconds!r}")
+        segment = {"kind": kind, "count": count, "after": after, "timeout_seconds": seconds}
         with self._lock:
-            self.kind, self.remaining = kind, count
-            self.timeout_seconds = 30.0 if timeout_seconds is None else float(timeout_seconds)
+            self._queue = [*self._queue, segment] if append else [segment]
+            self._drop_spent()
 
     def disarm(self) -> None:
         with self._lock:
-            self.kind, self.remaining = None, 0
+            self._queue = []
 
-    def take(self) -> str | None:
-        """The fault for this write, if one is armed (and count it)."""
+    def _drop_spent(self) -> None:
+        while self._queue and self._queue[0]["count"] == 0:
+            self._queue.pop(0)
+
+    def take(self) -> dict[str, Any] | None:
+        """The fault segment for this write ({kind, timeout_seconds, ...}), if one is due (and count it)."""
         with self._lock:
-            if self.kind is None or self.remaining <= 0:
+            self._drop_spent()
+            if not self._queue:
                 return None
-            self.remaining -= 1
-            kind = self.kind
-            if self.remaining == 0:
-                self.kind = None
-            return kind
+            head = self._queue[0]
+            if head["after"] > 0:
+                head["after"] -= 1
+                return None
+            head["count"] -= 1
+            self.injected += 1
+            due = dict(head)
+            self._drop_spent()
+            return due
 
     def state(self) -> dict[str, Any]:
+        """The next segment's kind/count/after/timeout_seconds (kind None when nothing is armed),
+        the whole queue, and how many faults were injected so far."""
         with self._lock:
-            return {"kind": self.kind, "count": self.remaining, "timeout_seconds": self.timeout_seconds}
+            head = self._queue[0] if self._queue else None
+            return {
+                "kind": head["kind"] if head else None,
+                "count": head["count"] if head else 0,
+                "after": head["after"] if head else 0,
+                "timeout_seconds": head["timeout_seconds"] if head else self.DEFAULT_TIMEOUT_SECONDS,
+                "queue": [dict(s) for s in self._queue],
+                "injected": self.injected,
+            }
 
 
 # --------------------------------------------------------------------------- selectors and helpers
@@ -799,9 +840,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif method == "POST":
             try:
                 request = json.loads(body or b"{}")
-                faults.arm(request["kind"], int(request.get("count", 1)), request.get("timeout_seconds"))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise bad_request(f"fault request needs {{kind, count}}: {exc}") from exc
+                faults.arm(
+                    request["kind"],
+                    request.get("count", 1),
+                    request.get("timeout_seconds"),
+                    after=request.get("after", 0),
+                    append=bool(request.get("append", False)),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise bad_request(
+                    f"fault request needs {{kind, count[, after, timeout_seconds, append]}}: {exc}"
+                ) from exc
         elif method != "GET":
             raise ApiError(405, "MethodNotAllowed", "use GET, POST or DELETE on /sandbox/faults")
         self._send(200, faults.state())
@@ -909,6 +958,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if req.subresource:
             record["subresource"] = req.subresource
+        self._fault: str | None = None
         warnings: list[str] = []
         try:
             if verb == "watch":
@@ -922,6 +972,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             code, result = 500, ApiError(500, "InternalError", f"internal error: {exc!r}").status()
         record["code"] = code
+        if self._fault:
+            record["fault"] = self._fault  # which answers were injected, not the server's own
         if verb == "create" and not record["name"]:
             record["name"] = _body_name(body)
         self.server.audit.append(record)
@@ -957,11 +1009,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _maybe_fault(self, req: ResourceRequest) -> None:
         faults = self.server.faults
-        kind = faults.take()
+        due = faults.take()
+        if due is None:
+            return
+        kind = due["kind"]
+        self._fault = kind  # for the audit record
         if kind == "error500":
             raise ApiError(500, "InternalError", "Internal error occurred: injected fault (sandbox)")
         if kind == "timeout":
-            faults.stopping.wait(faults.timeout_seconds)
+            # As kube-apiserver answers a request that ran past its deadline: 504 after a wait.
+            faults.stopping.wait(due["timeout_seconds"])
             raise ApiError(
                 504,
                 "Timeout",

@@ -66,10 +66,20 @@ def _die_with_parent() -> None:
 
 
 def start(
-    state_dir: Path, port: int, generator_target: str, host: str = "127.0.0.1"
+    state_dir: Path,
+    port: int,
+    generator_target: str,
+    host: str = "127.0.0.1",
+    *,
+    fresh: bool = True,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start Prometheus as a child of the calling process, in its process group (so stopping
-    the group stops it too). Output goes to `<state_dir>/prometheus.log`."""
+    the group stops it too). Output goes to `<state_dir>/prometheus.log`. `fresh=False` keeps
+    the TSDB (a restart, as after an outage); `extra_args` are more Prometheus flags.
+
+    Linux ties the child's death signal to the calling *thread*: call this from a thread that
+    lives as long as Prometheus should (the supervisor's main thread)."""
     binary = find_binary()
     if binary is None:
         raise FileNotFoundError("the `prometheus` binary is not on PATH (Debian package `prometheus`)")
@@ -78,8 +88,9 @@ def start(
     data_dir = state_dir / "prometheus-data"
     # A fresh TSDB each start: samples of an earlier run (other ports, counters from zero)
     # would mix into rates and could pass the readiness check before the first real scrape.
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
+    if fresh:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = (state_dir / "prometheus.log").open("ab")
     try:
         return subprocess.Popen(
@@ -90,6 +101,7 @@ def start(
                 f"--web.listen-address={host}:{port}",
                 "--storage.tsdb.retention.time=1d",
                 "--log.level=warn",
+                *extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -11,7 +11,8 @@ Two layers:
   random draws and a counter update. This keeps the generator cheap at 50-100 services.
 
 `make_generator_server` serves `/metrics` (Prometheus text format) and the control API
-(`GET /control/state`, `POST /control/behaviour`, `POST /control/reset`).
+(`GET /control/state`, `POST /control/behaviour`, `POST /control/reset`, and `/control/faults`
+when the supervisor wires its fault control in: `python -m sandbox fault ...`).
 """
 
 from __future__ import annotations
@@ -564,6 +565,19 @@ class TrafficGenerator:
         self._cpu_seconds = 0.0  # generator's own CPU: tick work + metric rendering
         self._cpu_samples: deque[tuple[float, float, float]] = deque(maxlen=200)
         self.ticks = 0
+        self._traffic_zero = False  # fault: every service's traffic stops, its configured rps kept
+
+    # faults --------------------------------------------------------------------------------
+
+    @property
+    def traffic_zero(self) -> bool:
+        return self._traffic_zero
+
+    def set_traffic_zero(self, zero: bool) -> None:
+        """Stop (True) or resume (False) all traffic without changing any service's rps."""
+        with self._lock:
+            self._traffic_zero = zero
+            self._carry = [0.0] * len(self._services)  # no burst of "owed" requests on resume
 
     # behaviour -----------------------------------------------------------------------------
 
@@ -675,6 +689,8 @@ class TrafficGenerator:
             self._refresh_routing()
             emitted = 0
             for index, svc in enumerate(self._services):
+                if self._traffic_zero:
+                    continue
                 due = svc.rps * dt + self._carry[index]
                 n = int(due + 1e-9)  # float dust: 50 rps * 0.1 s must be 5 requests, not 4
                 self._carry[index] = due - n
@@ -874,12 +890,14 @@ class TrafficGenerator:
                 )
             revision = self._compiled_revision
             ticks = self.ticks
+            traffic_zero = self._traffic_zero
         return {
             "started_at": self.started_at.isoformat(),
             "uptime_s": round(time.monotonic() - self._started_mono, 3),
             "tick_ms": self.world.tick_ms,
             "ticks": ticks,
             "routing_revision": revision,
+            "traffic_zero": traffic_zero,
             "cpu": self.cpu_report(),
             "services": services,
             "counts": counts,
@@ -889,6 +907,10 @@ class TrafficGenerator:
 # --- HTTP: /metrics and the control API -----------------------------------------------------
 
 
+# (method, JSON body) -> (HTTP status, JSON answer): the supervisor's fault control.
+FaultHandler = Callable[[str, Any], tuple[int, Any]]
+
+
 class GeneratorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -896,6 +918,8 @@ class GeneratorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], generator: TrafficGenerator) -> None:
         super().__init__(address, _GeneratorHandler)
         self.generator = generator
+        # Set by the supervisor, which owns what faults act on (Prometheus, the store, the API).
+        self.fault_control: FaultHandler | None = None
 
     @property
     def url(self) -> str:
@@ -929,8 +953,18 @@ class _GeneratorHandler(BaseHTTPRequestHandler):
             self._send(200, b"ok\n", "text/plain")
         elif path == "/control/state":
             self._json(200, gen.state())
+        elif path == "/control/faults":
+            self._faults("GET", None)
         else:
             self._json(404, {"error": f"no such path {path}"})
+
+    def _faults(self, method: str, payload: Any) -> None:
+        control = self.server.fault_control
+        if control is None:
+            self._json(404, {"error": "no fault control in this server (run it under the supervisor)"})
+            return
+        status, answer = control(method, payload)
+        self._json(status, answer)
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
@@ -957,6 +991,8 @@ class _GeneratorHandler(BaseHTTPRequestHandler):
             gen.reset_behaviour()
             log.info("world reset: %d objects re-seeded, behaviour back to config", written)
             self._json(200, {"reseeded": written})
+        elif path == "/control/faults":
+            self._faults("POST", payload)
         else:
             self._json(404, {"error": f"no such path {path}"})
 

@@ -131,6 +131,7 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
 
     raw = {k: v for k, v in dict(context["params"]).items() if v is not None}
     try:
+        _refuse_unknown_params(raw, context.get("dag"))
         request = ReleaseRequest.from_params(raw)
         analysis = AnalysisConfig.from_params(raw)
         if "steps" in raw and list(request.steps) != list(steps):
@@ -138,7 +139,29 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
                                   "another pipeline with build_release_dag(steps=...) for other steps")
     except ValidationError as exc:
         raise AirflowFailException(f"invalid release parameter: {exc}") from exc
-    return {**request.to_params(), **analysis.to_dict(), "dry_run": bool(raw.get("dry_run"))}
+    # decide() reads dry_run and require_approval from this output, not from the params.
+    return {**request.to_params(), **analysis.to_dict(), "dry_run": bool(raw.get("dry_run")),
+            "require_approval": bool(raw.get("require_approval"))}
+
+
+def _refuse_unknown_params(raw: dict[str, Any], dag: Any) -> None:
+    """A misspelt key ("stratgy") would otherwise be ignored and the release run with defaults."""
+    import dataclasses
+    import difflib
+
+    from istio_canary.core.metrics import AnalysisConfig
+    from istio_canary.core.request import ReleaseRequest
+    from istio_canary.core.validation import ValidationError
+
+    # The form's params, what the DAG declares (a calendar entry may add some), and every key
+    # the release and analysis read (REST/CLI may set e.g. canary_subset, absent from the form).
+    known = (set(release_params()) | set(getattr(dag, "params", None) or {})
+             | {f.name for f in dataclasses.fields(ReleaseRequest)}
+             | {f.name for f in dataclasses.fields(AnalysisConfig)})
+    for key in sorted(set(raw) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see the DAG's params for the known ones"
+        raise ValidationError(key, raw[key], f"unknown release parameter: {hint}")
 
 
 def build_release_dag(
@@ -294,19 +317,21 @@ def build_release_dag(
 
 
 def _approval_task(timeout: timedelta, last_step: int) -> Any:
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
+    from istio_canary.operators.approval import PromotionApprovalOperator
 
-    # fail_on_reject: a rejected (or timed out) promotion is a failed release and must roll
-    # back through the same trigger rule as any other failure.
-    return ApprovalOperator(
+    # A rejected (or timed out) promotion is a failed release and rolls back through the same
+    # trigger rule as any other failure. One retry: Airflow 3.3 can fail a deferred task whose
+    # answer arrives within seconds ("state mismatch"); the question is then asked again, while
+    # a rejection is final (AirflowFailException).
+    return PromotionApprovalOperator(
         task_id="approve_promotion",
         subject=f"Go to {last_step}%: {{{{ params.service }}}} {{{{ params.canary_version }}}}?",
         body="Every step so far passed its analysis. Approve to continue to the last step; "
              "reject (or no answer before the timeout) rolls the release back.",
         defaults=["Reject"],
         response_timeout=timeout,
-        fail_on_reject=True,
-        retries=0,
+        retries=1,
+        retry_delay=timedelta(seconds=1),
     )
 
 
@@ -324,6 +349,7 @@ def _report(steps: list[int], **context: Any) -> dict[str, Any]:
         promoted=ti.xcom_pull(task_ids="promote"),
         rolled_back=ti.xcom_pull(task_ids="rollback"),
         validated=ti.xcom_pull(task_ids="validate"),
+        rollback_failed=ti.xcom_pull(task_ids="rollback", key="rollback_failed"),
     )
     print(render_report(report))  # the table belongs in the task log as is
     ti.xcom_push(key="release_report", value=report)

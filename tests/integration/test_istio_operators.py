@@ -224,7 +224,14 @@ def test_second_release_is_refused_naming_the_holder_then_stale_lock_can_be_brok
     with pytest.raises(LockHeldError, match="istio_canary_release/run-A"):
         run(IstioPreflightOperator, ctx=context("run-B"))
     assert world.get("virtualservices")["metadata"]["resourceVersion"] == rv
-    run(IstioPreflightOperator, ctx=context("run-B"), break_stale_lock=True)
+    # Breaking is refused while Airflow says the holder still runs (its run state, as the task
+    # runner's get_dagrun_state reports it, is stood in for here).
+    holder_running = {**context("run-B"), "ti": SimpleNamespace(get_dagrun_state=lambda dag_id, run_id: "running")}
+    with pytest.raises(PreflightError, match="istio_canary_release/run-A is still running"):
+        run(IstioPreflightOperator, ctx=holder_running, break_stale_lock=True)
+    assert world.get("virtualservices")["metadata"]["resourceVersion"] == rv
+    holder_failed = {**context("run-B"), "ti": SimpleNamespace(get_dagrun_state=lambda dag_id, run_id: "failed")}
+    run(IstioPreflightOperator, ctx=holder_failed, break_stale_lock=True)
     assert lock_of(world.get("virtualservices")).holder == "istio_canary_release/run-B"
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from istio_canary.core.validation import ValidationError, require_dns1123_label
+from istio_canary.core.validation import ValidationError, require_dns1123_label, require_label_value
 
 REQUESTS_METRIC = "istio_requests_total"
 DURATION_BUCKET_METRIC = "istio_request_duration_milliseconds_bucket"
@@ -71,6 +71,19 @@ def _check_template(field_name: str, template: Any) -> frozenset[str]:
 def _label(field_name: str, value: Any) -> str:
     """A DNS-1123 label: safe inside a PromQL string (no quotes, braces or newlines)."""
     return require_dns1123_label(field_name, value)
+
+
+def _version(value: Any) -> str:
+    """A Kubernetes label value (`v1`, `1.2.0`, `v1.2_rc`): the pods' version label, which is
+    what Istio reports as `destination_version`. Letters, digits, '-', '_' and '.' only: no
+    quote, backslash, brace or newline can reach PromQL."""
+    return require_label_value("version", value)
+
+
+def _version_regex(versions: Sequence[str]) -> str:
+    r"""The alternation for a `=~"..."` matcher, e.g. `v1|1\\.2\\.0`. '.' is the only regex
+    metacharacter a label value can hold: `\.` for RE2, its backslash doubled in the PromQL string."""
+    return "|".join(v.replace(".", "\\\\.") for v in versions)
 
 
 def window_literal(field_name: str, seconds: Any) -> str:
@@ -122,7 +135,7 @@ class CustomMetric:
         values = {
             "service": _label("service", service),
             "namespace": _label("namespace", namespace),
-            "version": _label("version", version),
+            "version": _version(version),
             "window": window_literal("window_seconds", window_seconds),
         }
         # One pass: a substituted value is never scanned again for placeholders.
@@ -310,13 +323,13 @@ def _selector(service: str, namespace: str, versions: Sequence[str], *extra: str
     if isinstance(versions, str) or not versions:
         raise ValidationError("versions", versions, "must be a non-empty list of versions")
     for version in versions:
-        _label("version", version)
+        _version(version)
     matchers = [
         'reporter="destination"',
         f'destination_service_name="{service}"',
         f'destination_workload_namespace="{namespace}"',
-        # DNS-1123 labels hold no regex metacharacters, so `v1|v2` matches exactly these.
-        f'destination_version=~"{"|".join(versions)}"',
+        # Escaped: matches exactly these versions (Prometheus anchors regexes).
+        f'destination_version=~"{_version_regex(versions)}"',
         *extra,
     ]
     return "{" + ",".join(matchers) + "}"

@@ -31,8 +31,13 @@ def build_report(
     promoted: Mapping[str, Any] | None,
     rolled_back: Mapping[str, Any] | None,
     validated: Mapping[str, Any] | None,
+    rollback_failed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Phases that did not run (skipped) are left out. The outcome says why, in one line."""
+    """Phases that did not run (skipped) are left out. The outcome says why, in one line.
+
+    `rollback_failed`: what a rollback that finally failed read back ({canary_weight,
+    match_route, error}); the outcome is then `rollback_failed`, never `rolled_back`.
+    """
     rows = [_phase_row(p, routes.get(p), analyses.get(p)) for p in phases if routes.get(p) or analyses.get(p)]
     failed = next((r for r in rows if r["verdict"] not in (None, "pass", "dry_run")), None)
     if validated is None:
@@ -41,6 +46,15 @@ def build_report(
         outcome, reason = "dry_run", "dry run: every step planned and logged, nothing written"
     elif promoted and not rolled_back:
         outcome, reason = "promoted", f"all traffic to {validated.get('canary_version')}"
+    elif rollback_failed is not None:
+        weight = rollback_failed.get("canary_weight")
+        where = "at an unknown weight" if weight is None else f"at canary weight {weight}%"
+        if rollback_failed.get("match_route"):
+            where += " and through the canary match route"
+        outcome, reason = "rollback_failed", (
+            f"ROLLBACK FAILED: traffic may still reach {validated.get('canary_version')} {where}; "
+            f"fix routing by hand or clear the rollback task ({rollback_failed.get('error')})"
+        )
     elif failed is not None:
         outcome, reason = "rolled_back", f"{failed['phase']}: {failed['reason']}"
     elif rolled_back is not None:

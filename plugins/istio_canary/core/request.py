@@ -3,7 +3,8 @@
 `ReleaseRequest.from_params` turns the DAG run's params (strings from the UI/CLI or JSON
 values from the REST API) into a frozen dataclass, or fails with a `ValidationError` that
 names the field and the value, before anything touches the cluster. It reads only its own
-keys: the same params mapping also carries analysis and window settings.
+keys (and checks the connection ids): the same params mapping also carries analysis and
+window settings.
 
 Subset names: Istio subset names must be DNS-1123 labels, while versions are Kubernetes
 label *values* (`v1`, `1.2.3`, `v1.2_rc`). A subset defaults to its version only when the
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from istio_canary.core.validation import (
     ValidationError,
+    require_conn_id,
     require_dns1123_label,
     require_dns1123_subdomain,
     require_header_name,
@@ -35,6 +37,9 @@ Strategy = Literal["weighted", "header", "cookie"]
 STRATEGIES: tuple[str, ...] = ("weighted", "header", "cookie")
 ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
+# Connection params checked with the request (the operators read them from the params).
+CONNECTION_KEYS: tuple[str, ...] = ("kubernetes_conn_id", "prometheus_conn_id")
+
 
 def _suggest_subset(version: str) -> str:
     cleaned = re.sub(r"[^a-z0-9-]+", "-", version.lower()).strip("-")[:63].strip("-")
@@ -210,6 +215,10 @@ class ReleaseRequest:
         for key in ("service", "namespace", "stable_version", "canary_version"):
             if params.get(key) in (None, ""):
                 raise ValidationError(key, params.get(key), "is required")
+        for key in CONNECTION_KEYS:
+            # Checked, not kept: a bad id must fail here, not at the first cluster access.
+            if params.get(key) is not None:
+                require_conn_id(key, params[key])
         strategy = _str_with_default(params, "strategy", "weighted").strip().lower()
         return cls(
             service=params["service"],

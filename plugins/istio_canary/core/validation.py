@@ -15,6 +15,9 @@ _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # RFC 7230 header field-name token, lower case only (Istio/Envoy match on lower-cased names).
 _HEADER_TOKEN = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
 MAX_REGEX_LENGTH = 1024  # Istio's cap on a StringMatch regex
+# An Airflow connection id: Airflow's own characters (ASCII only), at most its 250. Ids are looked
+# up in secrets backends by path, so a `..` segment is refused too.
+_CONN_ID = re.compile(r"[A-Za-z0-9_#!().:/\\-]{1,250}")
 
 
 class ValidationError(ValueError):
@@ -126,4 +129,17 @@ def require_re2_regex(field: str, value: Any) -> str:
     problem = re2_problem(value)
     if problem:
         raise ValidationError(field, value, problem)
+    return value
+
+
+def require_conn_id(field: str, value: Any) -> str:
+    """An Airflow connection id such as `kubernetes_default` (no spaces, no path traversal)."""
+    require_text(field, value)
+    if not _CONN_ID.fullmatch(value) or ".." in value:
+        raise ValidationError(
+            field,
+            value,
+            "must be an Airflow connection id: at most 250 letters, digits or _#!().:/\\-, "
+            "no spaces and no '..'",
+        )
     return value

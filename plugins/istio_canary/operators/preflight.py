@@ -92,6 +92,7 @@ class IstioPreflightOperator(IstioReleaseOperator):
         snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
         current_lock = lock_of(vs)
         if current_lock is not None and current_lock.holder != holder and self._break_stale():
+            self._refuse_if_holder_active(context, current_lock.holder)
             self.log.warning("BREAKING the release lock held by %s, as asked (break_stale_lock)",
                              current_lock.describe())
         result = self.update_virtual_service(
@@ -113,3 +114,24 @@ class IstioPreflightOperator(IstioReleaseOperator):
 
     def _break_stale(self) -> bool:
         return as_bool(self.break_stale_lock)
+
+    def _refuse_if_holder_active(self, context: Mapping[str, Any], holder: str) -> None:
+        """break_stale_lock is for a holder that stopped; breaking a live run's lock would let two
+        releases fight over one VirtualService. The holder names "<dag_id>/<run_id>"."""
+        dag_id, _, run_id = holder.partition("/")
+        ti = context.get("ti")
+        if ti is None or not run_id:
+            self.log.warning("cannot look up the lock holder %r's run state: breaking on your word", holder)
+            return
+        try:
+            state = str(ti.get_dagrun_state(dag_id=dag_id, run_id=run_id))
+        except Exception as exc:  # not a run of this Airflow (another deployment, or deleted)
+            self.log.warning("lock holder %r is not a run this Airflow knows (%s): treating it as stale",
+                             holder, exc)
+            return
+        if state in ("running", "queued"):
+            raise PreflightError(
+                f"break_stale_lock refused: the lock holder {holder} is still {state}; mark that run "
+                "failed (or let it finish) first, then break its lock"
+            )
+        self.log.info("lock holder %s is %s: its lock is stale", holder, state)

@@ -19,6 +19,9 @@ from istio_canary.core.routing import (
 from istio_canary.hooks.istio import WriteResult
 from istio_canary.operators.base import Edit, IstioReleaseOperator, NoReleaseError, release_holder
 
+# Pushed by a rollback whose last try failed: where traffic was left ({canary_weight, ...}).
+ROLLBACK_FAILED_XCOM = "rollback_failed"
+
 
 def _summary(result: WriteResult | None, request: Any) -> dict[str, Any]:
     if result is None:
@@ -174,20 +177,39 @@ class IstioRollbackOperator(IstioReleaseOperator):
 
         try:
             result = self.update_virtual_service(context, edit, "rollback")
-        except Exception:
-            self._say_where_traffic_is()
+        except Exception as exc:
+            self._say_where_traffic_is(context, exc)
             raise
         return _summary(result, req)
 
-    def _say_where_traffic_is(self) -> None:
+    def _say_where_traffic_is(self, context: Mapping[str, Any], error: Exception) -> None:
+        """After a failed try: where traffic goes now, read back from the cluster. Before the
+        last try a warning (Airflow tries again); on the last an ERROR, and the XCom
+        `rollback_failed` the release report shows."""
         req = self.request
+        where: dict[str, Any] = {
+            "namespace": req.namespace, "virtual_service": req.virtual_service,
+            "canary_version": req.canary_version, "canary_weight": None, "match_route": None,
+            "error": str(error),
+        }
         try:
-            vs = self.hook.get_virtual_service(req.namespace, req.virtual_service)
-            state = routing_state(vs, req)
-            where = f"canary weight {state.canary_weight}%, canary match route present: {state.match_route_present}"
+            state = routing_state(self.hook.get_virtual_service(req.namespace, req.virtual_service), req)
+            where.update(canary_weight=state.canary_weight, match_route=state.match_route_present)
+            now = f"canary weight {state.canary_weight}%" + (
+                f", and the canary match route still sends matching requests to {req.canary_version}"
+                if state.match_route_present else "")
         except Exception as exc:  # the API may be what failed; still say what we know
-            where = f"unknown (could not read the VirtualService: {exc})"
+            now = f"weight unknown (could not read the VirtualService back: {exc})"
+        ti = context.get("ti")
+        try_number = getattr(ti, "try_number", None)
+        if isinstance(try_number, int) and try_number <= self.retries:
+            self.log.warning("rollback try %d of %d failed: %s. Traffic now: %s. Airflow will retry it.",
+                             try_number, self.retries + 1, error, now)
+            return
         self.log.error(
             "ROLLBACK FAILED: traffic may still reach canary %s of %s/%s: %s. Fix routing by hand or "
-            "clear this task to retry.", req.canary_version, req.namespace, req.virtual_service, where,
+            "clear this task to retry. Last error: %s", req.canary_version, req.namespace, req.virtual_service,
+            now, error,
         )
+        if ti is not None:
+            ti.xcom_push(key=ROLLBACK_FAILED_XCOM, value=where)
