@@ -124,7 +124,9 @@ class IstioPreflightOperator(IstioReleaseOperator):
             self.log.warning("cannot look up the lock holder %r's run state: breaking on your word", holder)
             return
         try:
-            state = str(ti.get_dagrun_state(dag_id=dag_id, run_id=run_id))
+            reported = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+            # An enum in the task runner (str() of it reads "DagRunState.RUNNING"): take its value.
+            state = str(getattr(reported, "value", reported)).lower()
         except Exception as exc:  # not a run of this Airflow (another deployment, or deleted)
             self.log.warning("lock holder %r is not a run this Airflow knows (%s): treating it as stale",
                              holder, exc)
