@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,37 @@ def start_live_airflow(
         yield live
     finally:
         stop_processes(live.processes.values())
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str = POSTGRES_ADMIN_URL, prefix: str = "istio_canary") -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database on the server at `admin_url` (a libpq URL of a
+    role that may create databases); yields its SQLAlchemy URL, drops it on exit."""
+    import psycopg2
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        admin = psycopg2.connect(admin_url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise RuntimeError(f"PostgreSQL not reachable at {admin_url}: {str(exc).strip()} (start it: "
+                           "`pg_ctlcluster 15 main start`, or use another server)") from exc
+    admin.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        dsn = parse_dsn(admin_url)
+        password = f":{dsn['password']}" if dsn.get("password") else ""
+        yield (f"postgresql+psycopg2://{dsn.get('user', '')}{password}@{dsn.get('host', '127.0.0.1')}:"
+               f"{dsn.get('port', '5432')}/{name}")
+    finally:
+        with admin.cursor() as cursor:
+            # FORCE: a stopped Airflow may leave a pooled connection behind for a moment.
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def stop_processes(processes: Any, grace_seconds: float = 20) -> None:

@@ -188,13 +188,15 @@ def build_release_dag(
         params=release_params(params),
         description=description or f"Istio canary release: {' -> '.join(f'{w}%' for w in steps)}, judge, promote or roll back",
         catchup=False,
-        max_active_runs=1 if schedule is not None else 16,
         tags=list(tags),
         default_args={"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True},
         doc_md=__doc__,
-        **dag_kwargs,
+        # Releases of different services run side by side (each service's lock keeps one per
+        # service); a scheduled (calendar) release runs once at a time. Callers may override.
+        **{"max_active_runs": 1 if schedule is not None else 16, **dag_kwargs},
     ) as dag:
-        validate = task(task_id="validate", retries=0)(_validate)(steps=list(steps))
+        # One XCom, not one per key: a dict return would otherwise be split (multiple_outputs).
+        validate = task(task_id="validate", retries=0, multiple_outputs=False)(_validate)(steps=list(steps))
         # Operators read the validated parameters through a template, not an XComArg: an
         # XComArg would add validate as an upstream of every task, and its success would
         # satisfy the step set_route's none_failed_min_one_success after a branch skipped it.

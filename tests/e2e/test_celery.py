@@ -25,11 +25,16 @@ from kubernetes import client, config
 
 from tests.e2e.conftest import sandbox_connections
 from tests.e2e.test_live_airflow import RELEASE
-from tools.live_airflow import LiveAirflow, free_port, start_live_airflow
+from tools.live_airflow import (
+    POSTGRES_ADMIN_URL,
+    LiveAirflow,
+    free_port,
+    postgres_database,
+    start_live_airflow,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.live, pytest.mark.celery]
 
-POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER = "127.0.0.1", 5432, "postgres"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # A DB index of its own: other Redis users on this machine keep the default 0.
 REDIS_DB = 5
@@ -38,23 +43,6 @@ WORKER_CONCURRENCY = 4
 WORKER = "celery-worker"  # the log name start_live_airflow gives `airflow celery worker`
 # Operators Airflow 3 marks done in the scheduler without running them anywhere.
 NOT_EXECUTED_OPERATORS = {"EmptyOperator"}
-
-
-def _postgres_admin() -> Any:
-    """An autocommit connection to the server's `postgres` DB; fails the test if there is none."""
-    try:
-        connection = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER,
-                                      dbname="postgres", connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT} as user {POSTGRES_USER!r} "
-            f"(trust auth): {str(exc).strip()}\nThe Celery test needs it as Airflow's metadata DB. Start it: "
-            "`apt-get install -y postgresql && service postgresql start`, with "
-            "`host all all 127.0.0.1/32 trust` in pg_hba.conf.",
-            pytrace=False,
-        )
-    connection.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
-    return connection
 
 
 def _redis_client() -> redis.Redis:
@@ -89,32 +77,28 @@ class CeleryAirflow:
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
+def celery_database() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database for this session; dropped at teardown."""
-    admin = _postgres_admin()
-    name = f"istio_canary_celery_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            # FORCE: a stopped Airflow may leave a pooled connection behind for a moment.
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "istio_canary_celery"))
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\nThe Celery test needs it as Airflow's metadata DB (trust auth for user "
+                        "postgres on 127.0.0.1).", pytrace=False)
+        yield url
 
 
 @pytest.fixture(scope="session")
-def celery_airflow(postgres_database: str, sandbox: Any,
+def celery_airflow(celery_database: str, sandbox: Any,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryAirflow]:
     """api-server, scheduler, dag-processor, triggerer and `airflow celery worker` on
     CeleryExecutor, wired to the session sandbox; the session's Redis keys go at teardown."""
     broker = _redis_client()
     queue = f"istio-canary-{uuid.uuid4().hex[:12]}"
     extra_env = {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_database,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": celery_database,
         "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{postgres_database}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{celery_database}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         # Tasks go to (and the worker listens on) this session's queue only.
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
@@ -126,7 +110,7 @@ def celery_airflow(postgres_database: str, sandbox: Any,
         with start_live_airflow(tmp_path_factory.mktemp("celery-airflow"), connections=sandbox_connections(sandbox),
                                 executor="CeleryExecutor", extra_env=extra_env,
                                 extra_processes=(("celery", "worker"),)) as live:
-            yield CeleryAirflow(live=live, queue=queue, database_url=postgres_database)
+            yield CeleryAirflow(live=live, queue=queue, database_url=celery_database)
     finally:
         keys = list(broker.scan_iter(match=f"*{queue}*"))
         if keys:

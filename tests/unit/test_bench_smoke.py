@@ -11,9 +11,11 @@ import statistics
 
 import pytest
 
-from bench import judge, parse
+from bench import judge, overhead, parse, scale
 from bench.rules import mann_whitney_u
 from bench.sim import SCENARIOS, Traffic, binomial_from_normal, poisson_from_normal
+from istio_canary.core.request import ReleaseRequest
+from sandbox.config import parse_config
 
 SUMMARY_KEYS = {
     "promoted", "rolled_back", "inconclusive",
@@ -138,3 +140,124 @@ def test_parse_bench_reports_a_broken_dag_file(tmp_path):
 def test_parse_cli_refuses_a_missing_file(tmp_path, capsys):
     assert parse.main(["--runs", "1", "--dag", str(tmp_path / "nope.py")]) == 1
     assert "no DAG file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bench.overhead, bench.scale
+# Their live runs take minutes (an Airflow, a sandbox, dozens of DAG runs): here the parts that
+# need neither, on REST-shaped data; tests/e2e/test_bench_live_smoke.py reads one live run.
+
+
+@pytest.fixture(scope="module")
+def release_shape() -> dict:
+    return overhead.dag_shape(overhead.load_dag())
+
+
+def test_overhead_noop_dag_has_the_release_dags_tasks_groups_dependencies_and_trigger_rules(
+    release_shape, tmp_path
+):
+    states = {"targeted.not_needed": "success", "step_50.window": "success", "no_approval_needed": "success",
+              "promote_window": "success", "targeted.set_route": "skipped"}
+    choices = overhead.branch_choices(release_shape, states)
+    assert choices["choose_strategy"] == ["targeted.not_needed"]
+    assert choices["step_50.decide"] == ["no_approval_needed"]
+    source = tmp_path / "noop_dag.py"
+    source.write_text(overhead.noop_dag_source(release_shape, choices))
+    from airflow.utils.file import might_contain_dag_via_default_heuristic
+
+    assert might_contain_dag_via_default_heuristic(str(source))
+    noop = overhead.load_dag(source, overhead.NOOP_DAG_ID)
+    assert overhead.dag_shape(noop) == release_shape
+    kinds = {t["task_id"]: t["kind"] for t in release_shape["tasks"]}
+    assert kinds["targeted.not_needed"] == "empty" and kinds["choose_strategy"] == "branch"
+    assert noop.get_task("choose_strategy").op_args == [["targeted.not_needed"]]
+    assert {type(t).__name__ for t in noop.tasks} == {"EmptyOperator", "BranchPythonOperator", "PythonOperator"}
+
+
+def _run(wall: float, seconds: dict[str, float | None]) -> dict:
+    tasks = {tid: {"state": "skipped" if s is None else "success", "seconds": s} for tid, s in seconds.items()}
+    task_sum = sum(s or 0.0 for s in seconds.values())
+    return {"run_id": "r", "state": "success", "wall_s": wall, "task_sum_s": task_sum, "gap_s": wall - task_sum,
+            "tasks": tasks}
+
+
+def test_overhead_compares_medians_and_prints_the_table():
+    real = [_run(30.0, {"validate": 1.0, "preflight": 2.0, "rollback": None}),
+            _run(34.0, {"validate": 1.2, "preflight": 2.2, "rollback": None}),
+            _run(90.0, {"validate": 1.1, "preflight": 9.0, "rollback": None})]
+    noop = [_run(20.0, {"validate": 0.5, "preflight": 0.5, "rollback": None})] * 3
+    result = overhead.compare(real, noop)
+    assert result["ratio"] == pytest.approx(34.0 / 20.0)
+    assert result["task_ratio"] == pytest.approx(3.4 / 1.0)  # sums 3.0, 3.4, 10.1 vs 1.0
+    assert result["real"]["tasks"]["preflight"]["median_s"] == pytest.approx(2.2)
+    assert result["real"]["tasks"]["rollback"] == {"median_s": None, "state": "skipped"}
+    assert result["same_task_states"] and result["real"]["tasks_run"] == 2
+    table = overhead.format_table(result)
+    assert re.search(r"^preflight +2\.20 +0\.50 +4\.40x +success$", table, re.MULTILINE)
+    assert re.search(r"^rollback +- +- +- +skipped$", table, re.MULTILINE)
+    assert "ratio (median wall, dry run / no-op): 1.70x" in table
+    json.dumps(result)
+    other = overhead.compare(real, [_run(20.0, {"validate": 0.5, "preflight": None, "rollback": 0.1})] * 3)
+    assert not other["same_task_states"]
+
+
+def test_scale_world_is_a_valid_sandbox_world_with_k_services():
+    world = parse_config(scale.scale_world(5, rps=10))
+    assert [s.name for s in world.services] == ["scale-001", "scale-002", "scale-003", "scale-004", "scale-005"]
+    assert {(s.namespace, s.stable, tuple(s.versions), s.rps) for s in world.services} == {
+        ("bench", "v1", ("v1", "v2"), 10.0)}
+    conf = scale.release_conf("scale-002", 300, 5)
+    assert ReleaseRequest.from_params(conf).service == "scale-002"
+
+
+def test_scale_dag_is_the_release_dag_with_room_for_k_runs(tmp_path, release_shape):
+    source = tmp_path / "scale_dag.py"
+    source.write_text(scale.scale_dag_source(40))
+    dag = overhead.load_dag(source)
+    assert dag.max_active_runs == 40
+    # The DAG processor's safe mode would not even open a file that does not look like a DAG.
+    from airflow.utils.file import might_contain_dag_via_default_heuristic
+
+    assert might_contain_dag_via_default_heuristic(str(source))
+    assert overhead.dag_shape(dag) == release_shape
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ((0, 300, 5, 20.0, 4), "k=0"), ((20, 0, 5, 20.0, 4), "bake_seconds=0"),
+    ((20, 300, 0, 20.0, 4), "check_interval=0"), ((20, 300, 5, 0.0, 4), "rps=0.0"),
+    ((20, 300, 5, 20.0, 0), "parallelism=0"), ((1000, 300, 5, 20.0, 4), "k=1000"),
+])
+def test_scale_refuses_bad_sizes_naming_the_field(args, field):
+    with pytest.raises(ValueError, match=re.escape(field)):
+        scale.check_args(*args)
+
+
+def test_scale_cli_refuses_a_bad_k_before_starting_anything(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        scale.main(["--k", "0"])
+    assert exit_info.value.code == 2 and "k=0: must be >= 1" in capsys.readouterr().err
+
+
+def test_scale_counts_writes_per_release_and_the_bake_samples():
+    def record(verb, resource, name, code=200, namespace="bench"):
+        return {"verb": verb, "resource": resource, "name": name, "code": code, "namespace": namespace,
+                "dry_run": False}
+
+    records = [record("get", "virtualservices", "scale-001"), record("update", "virtualservices", "scale-001"),
+               record("update", "destinationrules", "scale-001"), record("update", "virtualservices", "scale-001", 409),
+               record("update", "virtualservices", "scale-002"), record("list", "pods", None),
+               record("update", "virtualservices", "scale-001", namespace="other")]
+    k8s = scale.audit_figures(records, ["scale-001", "scale-002"])
+    assert k8s["writes_per_release"] == [3, 1]
+    assert (k8s["writes_min"], k8s["writes_median"], k8s["writes_max"]) == (1, 2, 3)
+    assert k8s["successful_writes_per_release_median"] == 1.5
+    assert k8s["writes_by_kind_per_release"] == {"update destinationrules": 0.5, "update virtualservices": 1.5}
+    assert k8s["reads_per_release_mean"] == 1.0
+
+    samples = [{"t": t, "running": r, "deferred_watches": d, "busy_workers": b, "triggerer_rss_kib": m}
+               for t, r, d, b, m in [(0, 3, 0, 3, 100), (2, 0, 2, 1, 150), (4, 0, 2, 0, 160), (6, 0, 2, 0, 150),
+                                     (8, 1, 1, 1, 120), (10, 0, 2, 0, 155), (12, 1, 0, 1, 120)]]
+    bake = scale.bake_figures(samples, k=2)
+    assert bake == {"samples": 4, "stretches": 2, "first_at_s": 2, "seconds": 4, "longest_s": 4,
+                    "max_running_tis": 0, "busy_workers_max": 1, "busy_workers_median": 0,
+                    "triggerer_rss_kib_max": 160}
+    assert scale.bake_figures(samples, k=3)["samples"] == 0
