@@ -11,13 +11,13 @@ judge state carried from step to step, the pre-release hour as history. See benc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import emit
 from bench.rules import ANCHORS
 from bench.sim import INTERVAL_SECONDS, SCENARIOS, STEPS, Decision, Interval, Served, Traffic, window_p99
 from istio_canary.core.judge import Outcome
@@ -214,12 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(args.replicas, args.seed, scenarios, progress=report)
     except ValueError as error:
         parser.error(str(error))
-    print(format_table(result))
-    print(f"\n({args.replicas} replicas per scenario, seed {args.seed}, "
-          f"{time.perf_counter() - started:.0f}s)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
-        print(f"wrote {args.json}")
+    emit(f"{format_table(result)}\n\n({args.replicas} replicas per scenario, seed {args.seed}, "
+         f"{time.perf_counter() - started:.0f}s)", result, args.json)
     return 0
 
 

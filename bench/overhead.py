@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import emit
 from bench.live import (
     RELEASE_DAG_FILE,
     dags_folder,
@@ -344,10 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, TimeoutError, LookupError) as error:
         print(f"bench.overhead: {error}", file=sys.stderr)
         return 1
-    print(format_table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    emit(format_table(result), result, args.json)
     return 0
 
 

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import emit
+
 REPO = Path(__file__).resolve().parent.parent
 DAG_FILES: tuple[Path, ...] = (REPO / "dags" / "istio_canary_release.py", REPO / "dags" / "release_calendar.py")
 DEFAULT_RUNS = 7
@@ -160,10 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ProbeError) as error:
         print(f"bench.parse: {error}", file=sys.stderr)
         return 1
-    print(format_table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    emit(format_table(result), result, args.json)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 
 import requests
 
+from bench import emit
 from bench.live import (
     busy_local_workers,
     dags_folder,
@@ -384,10 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, TimeoutError) as error:
         print(f"bench.scale: {error}", file=sys.stderr)
         return 1
-    print(format_table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    emit(format_table(result), result, args.json)
     return 0
 
 
