@@ -468,36 +468,26 @@ def cmd_set(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         _err(f"{exc}; nothing changed")
         return EXIT_USAGE
-    state_dir = Path(args.state_dir).resolve()
-    state = read_state(state_dir)
-    if state is None or not state.get("urls"):
-        _err(f"no sandbox running in {state_dir} (run `python -m sandbox up` first)")
+    state = _running_state(Path(args.state_dir).resolve())
+    if state is None:
         return EXIT_UNHEALTHY
     payload: dict[str, Any] = {"service": args.service, "namespace": args.namespace, "version": args.version}
     payload = {k: v for k, v in {**payload, **values}.items() if v is not None}
-    request = urllib.request.Request(
-        f"{state['urls']['generator']}/control/behaviour",
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            result = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"{}")
-        if exc.code == 400 and body.get("field"):
-            problem = str(body.get("problem"))
-            for name in (*_SET_FIELDS, "version", "service", "namespace"):
-                problem = problem.replace(name, _flag(name))
-            value = body.get("value")
-            shown = _flag(body["field"]) + ("" if value is None else f"={value!r}")
-            _err(f"{shown}: {problem}; nothing changed")
-            return EXIT_USAGE
-        _err(f"the sandbox refused the change (HTTP {exc.code}): {body.get('error')}")
-        return EXIT_UNHEALTHY
+        status, result = _call("POST", f"{state['urls']['generator']}/control/behaviour", payload, timeout=5)
     except OSError as exc:
         _err(f"cannot reach the sandbox control endpoint: {exc}")
+        return EXIT_UNHEALTHY
+    if status == 400 and isinstance(result, dict) and result.get("field"):
+        problem = str(result.get("problem"))
+        for name in (*_SET_FIELDS, "version", "service", "namespace"):
+            problem = problem.replace(name, _flag(name))
+        value = result.get("value")
+        shown = _flag(result["field"]) + ("" if value is None else f"={value!r}")
+        _err(f"{shown}: {problem}; nothing changed")
+        return EXIT_USAGE
+    if status != 200:
+        _err(f"the sandbox refused the change (HTTP {status}): {(result or {}).get('error')}")
         return EXIT_UNHEALTHY
     print(f"{result['namespace']}/{result['service']}: {json.dumps({k: v for k, v in result.items()})}")
     return 0
@@ -518,12 +508,13 @@ def _running_state(state_dir: Path) -> dict[str, Any] | None:
     return state
 
 
-def _call(method: str, url: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """(status, JSON answer); raises OSError when the sandbox cannot be reached."""
+def _call(method: str, url: str, payload: dict[str, Any] | None = None,
+          timeout: float = FAULT_REQUEST_TIMEOUT) -> tuple[int, Any]:
+    """(status, JSON answer) of a sandbox control call; raises OSError when it cannot be reached."""
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=FAULT_REQUEST_TIMEOUT) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         body = exc.read()
