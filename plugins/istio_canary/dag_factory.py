@@ -28,6 +28,7 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 from istio_canary.operators.analysis import CanaryAnalysisOperator, CanaryWatchOperator
 from istio_canary.operators.preflight import IstioPreflightOperator
 from istio_canary.operators.routing import (
+    ROLLBACK_FAILED_XCOM,
     IstioDestinationRuleOperator,
     IstioMatchRouteOperator,
     IstioPromoteOperator,
@@ -351,7 +352,7 @@ def _report(steps: list[int], **context: Any) -> dict[str, Any]:
         promoted=ti.xcom_pull(task_ids="promote"),
         rolled_back=ti.xcom_pull(task_ids="rollback"),
         validated=ti.xcom_pull(task_ids="validate"),
-        rollback_failed=ti.xcom_pull(task_ids="rollback", key="rollback_failed"),
+        rollback_failed=ti.xcom_pull(task_ids="rollback", key=ROLLBACK_FAILED_XCOM),
     )
     print(render_report(report))  # the table belongs in the task log as is
     ti.xcom_push(key="release_report", value=report)
