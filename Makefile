@@ -11,9 +11,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SANDBOX_CRDS ?= $(if $(wildcard ../shared/istio/virtualservices.crd.yaml),$(abspath ../shared/istio),)
 export SANDBOX_CRDS
 
-.PHONY: setup test lint demo clean system-packages
+.PHONY: setup test lint demo clean system-packages local-services
 
-setup: $(STAMP) system-packages
+setup: $(STAMP) system-packages local-services
 
 # Debian packages the tests use: Prometheus (the sandbox's), docker-compose 1.29 (validates
 # docker-compose.yaml without an engine) and chromium (the browser test of the Airflow UI).
@@ -24,6 +24,11 @@ system-packages:
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
+
+# PostgreSQL and Redis on loopback (the Celery test's metadata DB and broker): installed from
+# Debian's packages and started when not answering; see tools/local_services.sh.
+local-services: system-packages
+	@bash tools/local_services.sh
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

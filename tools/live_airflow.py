@@ -170,7 +170,9 @@ def start_live_airflow(
         stop_processes(live.processes.values())
 
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The role tools/local_services.sh creates (`make setup`); another server through the variable.
+POSTGRES_ADMIN_URL = os.environ.get("ISTIO_CANARY_POSTGRES_URL",
+                                    "postgresql://istio_canary:istio_canary@127.0.0.1:5432/postgres")
 
 
 @contextlib.contextmanager
@@ -184,7 +186,7 @@ def postgres_database(admin_url: str = POSTGRES_ADMIN_URL, prefix: str = "istio_
         admin = psycopg2.connect(admin_url, connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise RuntimeError(f"PostgreSQL not reachable at {admin_url}: {str(exc).strip()} (start it: "
-                           "`pg_ctlcluster 15 main start`, or use another server)") from exc
+                           "`bash tools/local_services.sh`, or set ISTIO_CANARY_POSTGRES_URL)") from exc
     admin.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:

@@ -1,7 +1,7 @@
 """A release on a distributed Airflow: CeleryExecutor with PostgreSQL as the metadata DB and result
 backend and Redis as the broker, as in docker-compose.yaml, but with the machine's local services:
 
-- PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth): a fresh database per session,
+- PostgreSQL on 127.0.0.1:5432 (role `istio_canary`, made by `make setup`): a fresh database per session,
   dropped at the end;
 - Redis on 127.0.0.1:6379: DB index `REDIS_DB` and a queue named for this session, so
   nothing else using Redis sees our tasks and we never take theirs.
@@ -53,7 +53,7 @@ def _redis_client() -> redis.Redis:
     except redis.RedisError as exc:
         pytest.fail(
             f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}\nThe Celery test needs it as the "
-            "Celery broker. Start it: `apt-get install -y redis-server && service redis-server start`.",
+            "Celery broker. Start it: `bash tools/local_services.sh` (part of `make setup`).",
             pytrace=False,
         )
     return broker
@@ -83,8 +83,8 @@ def celery_database() -> Iterator[str]:
         try:
             url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL, "istio_canary_celery"))
         except RuntimeError as exc:
-            pytest.fail(f"{exc}\nThe Celery test needs it as Airflow's metadata DB (trust auth for user "
-                        "postgres on 127.0.0.1).", pytrace=False)
+            pytest.fail(f"{exc}\nThe Celery test needs it as Airflow's metadata DB (`make setup` starts "
+                        "it on 127.0.0.1).", pytrace=False)
         yield url
 
 
