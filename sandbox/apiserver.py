@@ -477,12 +477,13 @@ def human_age(timestamp: str | None, now: float | None = None) -> str:
 
 
 def _fqdn(host: str, namespace: str) -> str:
-    """Istio resolves short host names relative to the rule's namespace."""
-    if host.count(".") == 0:
-        return f"{host}.{namespace}.svc.cluster.local"
-    if host.count(".") == 1:
-        return f"{host}.svc.cluster.local"
-    return host
+    """The host a rule names, as Istio reads it: only a dot-free short name is expanded,
+    relative to the rule's namespace; `reviews.bookinfo` and `*` are taken as written."""
+    from sandbox.config import MESH_DOMAIN
+
+    if "." in host or host == "*":
+        return host
+    return f"{host}.{namespace}.svc.{MESH_DOMAIN}"
 
 
 # --------------------------------------------------------------------------- Istio admission

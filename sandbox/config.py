@@ -21,6 +21,9 @@ from istio_canary.core.validation import ValidationError, require_dns1123_label
 from sandbox.store import Store
 
 DEFAULT_WORLD_FILE = Path(__file__).with_name("default_world.yaml")
+# The simulated cluster's DNS domain: Istio expands a short host `reviews` in namespace
+# `bookinfo` to `reviews.bookinfo.svc.<MESH_DOMAIN>`.
+MESH_DOMAIN = "cluster.local"
 
 # Fields a service or version may leave out, and the values they then take.
 SERVICE_DEFAULTS: dict[str, Any] = {
@@ -74,7 +77,7 @@ class ServiceConfig:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.cluster.local"
+        return f"{self.name}.{self.namespace}.svc.{MESH_DOMAIN}"
 
     def behaviour(self) -> dict[str, Any]:
         out: dict[str, Any] = {f: getattr(self, f) for f in SERVICE_BEHAVIOUR_FIELDS}

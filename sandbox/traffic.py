@@ -38,6 +38,7 @@ import re2
 
 from istio_canary.core.validation import ValidationError
 from sandbox.config import (
+    MESH_DOMAIN,
     SERVICE_BEHAVIOUR_FIELDS,
     VERSION_BEHAVIOUR_FIELDS,
     ServiceConfig,
@@ -62,6 +63,8 @@ CANARY_USER_AGENT = "canary"
 PLAIN_COOKIE = "session=abc123"
 CANARY_COOKIE = "session=abc123; canary=true; theme=dark"
 SOURCE_LABELS = {"app": "productpage", "version": "v1"}
+# Pod labels Istio reads for destination_canonical_revision, first present wins ("latest" if none).
+CANONICAL_REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
 SOURCE_WORKLOAD = "productpage-v1"
 REQUEST_PATH = "/reviews/0"
 # A local reply (no route, no healthy upstream) costs Envoy well under a millisecond.
@@ -89,7 +92,9 @@ class Request:
 @dataclass(frozen=True)
 class Outcome:
     """Where a request ends. `status` None: a pod of `version` serves it (its behaviour decides
-    the code); otherwise Envoy replies locally with that status and `flags` (NR, UH, NC, FI)."""
+    the code); otherwise Envoy replies locally with that status and `flags` (NR, UH, NC, FI).
+    `version` is the pod's `version` label (Istio's destination_version), `revision` its
+    canonical revision (destination_canonical_revision)."""
 
     version: str | None
     workload: str | None = None
@@ -97,6 +102,7 @@ class Outcome:
     status: int | None = None
     flags: str = "-"
     delay_ms: float = 0.0
+    revision: str | None = None
 
     @property
     def reaches_pod(self) -> bool:
@@ -186,8 +192,35 @@ def _ns(obj: dict[str, Any]) -> str:
     return obj["metadata"].get("namespace") or "default"
 
 
+def _service_fqdn(target: tuple[str, str]) -> str:
+    return f"{target[0]}.{target[1]}.svc.{MESH_DOMAIN}"
+
+
+def _service_of_fqdn(fqdn: str) -> tuple[str, str] | None:
+    suffix = f".svc.{MESH_DOMAIN}"
+    parts = fqdn.removesuffix(suffix).split(".") if fqdn.endswith(suffix) else []
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
 def resolve_host(host: Any, namespace: str) -> tuple[str, str] | None:
-    """(service name, namespace) a mesh host names, relative to `namespace`; None if external."""
+    """(service name, namespace) a rule's host names (VirtualService hosts, destination and
+    DestinationRule hosts); None if it is no Service of the mesh.
+
+    As Istio reads it: only a dot-free short name is expanded, relative to the rule's
+    namespace (`reviews` -> `reviews.<namespace>.svc.cluster.local`); a name with a dot is
+    taken as written, so `reviews.bookinfo` names no Service.
+    """
+    if not isinstance(host, str) or not host or "*" in host:
+        return None
+    return _service_of_fqdn(host if "." in host else _service_fqdn((host, namespace)))
+
+
+def request_target(host: Any, namespace: str) -> tuple[str, str] | None:
+    """(service name, namespace) a request's Host names, from a caller in `namespace`.
+
+    Unlike rule hosts: Envoy's virtual host for a Service also answers to the DNS search-path
+    forms `name.ns` and `name.ns.svc` (and a bare `name` resolves in the caller's namespace).
+    """
     if not isinstance(host, str) or not host or "*" in host:
         return None
     parts = host.split(".")
@@ -195,15 +228,12 @@ def resolve_host(host: Any, namespace: str) -> tuple[str, str] | None:
         return parts[0], namespace
     if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
         return parts[0], parts[1]
-    if len(parts) == 5 and parts[2:] == ["svc", "cluster", "local"]:
-        return parts[0], parts[1]
-    return None
+    return _service_of_fqdn(host)
 
 
 def _host_covers(vs_host: Any, vs_namespace: str, target: tuple[str, str]) -> bool:
     if isinstance(vs_host, str) and vs_host.startswith("*"):
-        fqdn = f"{target[0]}.{target[1]}.svc.cluster.local"
-        return vs_host == "*" or fqdn.endswith(vs_host[1:])
+        return vs_host == "*" or _service_fqdn(target).endswith(vs_host[1:])
     return resolve_host(vs_host, vs_namespace) == target
 
 
@@ -214,7 +244,7 @@ def _applies_to_mesh(gateways: Any) -> bool:
 
 def select_virtual_service(request: Request, mesh: MeshSnapshot) -> dict[str, Any] | None:
     """The VirtualService the calling sidecar applies to this host: same-namespace first."""
-    target = resolve_host(request.host, request.namespace)
+    target = request_target(request.host, request.namespace)
     if target is None:
         return None
     candidates = list(mesh.vs_by_target.get(target, []))
@@ -325,13 +355,19 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
+def canonical_revision(labels: Mapping[str, Any]) -> str:
+    """The pod's destination_canonical_revision, with Istio's label precedence."""
+    return next((str(labels[key]) for key in CANONICAL_REVISION_LABELS if key in labels), "latest")
+
+
 def _pod_outcome(pod: dict[str, Any]) -> Outcome:
     labels = pod["metadata"].get("labels") or {}
+    # destination_version is only ever the `version` label; Istio says "unknown" without it.
     version = labels.get("version", "unknown")
     app = labels.get("app")
     workload = f"{app}-{version}" if app and "version" in labels else pod["metadata"]["name"]
     sidecar = any(c.get("name") == "istio-proxy" for c in (pod.get("spec") or {}).get("containers") or [])
-    return Outcome(version=version, workload=workload, sidecar=sidecar)
+    return Outcome(version=version, workload=workload, sidecar=sidecar, revision=canonical_revision(labels))
 
 
 def _find_subset(mesh: MeshSnapshot, target: tuple[str, str], subset: str) -> dict[str, Any] | None:
@@ -437,7 +473,9 @@ def routing_distribution(request: Request, mesh: MeshSnapshot) -> Distribution:
     vs = select_virtual_service(request, mesh)
     if vs is None:
         # No VirtualService: Envoy's default route, all pods of the Kubernetes Service.
-        return destination_distribution({"host": request.host}, request.namespace, mesh)
+        target = request_target(request.host, request.namespace)
+        host = _service_fqdn(target) if target else request.host
+        return destination_distribution({"host": host}, request.namespace, mesh)
     route = select_http_route(request, vs)
     if route is None:
         return [(1.0, NO_ROUTE)]
@@ -741,6 +779,7 @@ class TrafficGenerator:
         # sidecar are only known to the source proxy, which cannot name the workload.
         at_destination = outcome.reaches_pod and outcome.sidecar
         version = outcome.version if at_destination else "unknown"
+        revision = outcome.revision if at_destination else "unknown"
         workload = outcome.workload if at_destination else "unknown"
         workload_ns = svc.namespace if at_destination else "unknown"
         labels = {
@@ -753,6 +792,7 @@ class TrafficGenerator:
             "destination_workload_namespace": workload_ns,
             "destination_app": svc.name if at_destination else "unknown",
             "destination_version": version or "unknown",
+            "destination_canonical_revision": revision or "unknown",
             "request_protocol": "http",
             "response_code": str(code),
             "response_flags": outcome.flags,

@@ -25,6 +25,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, task
 
+from istio_canary.core.request import DEFAULT_COOKIE_REGEX, DEFAULT_MESH_DOMAIN
 from istio_canary.operators.analysis import CanaryAnalysisOperator, CanaryWatchOperator
 from istio_canary.operators.preflight import IstioPreflightOperator
 from istio_canary.operators.routing import (
@@ -40,6 +41,7 @@ from istio_canary.operators.window import ReleaseWindowGateOperator
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
 VALIDATED = "{{ ti.xcom_pull(task_ids='validate') | tojson }}"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 RELEASE = "Release"
 STRATEGY = "Targeted canary (header / cookie strategies)"
 ANALYSIS = "Analysis"
@@ -71,8 +73,9 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
                              description="Header that marks canary requests (header strategy).", section=STRATEGY),
         "header_value": Param("canary", type="string", minLength=1, title="Header value",
                               description="Exact header value that routes to the canary.", section=STRATEGY),
-        "cookie_regex": Param(".*canary=true.*", type="string", minLength=1, maxLength=1024, title="Cookie regex",
-                              description="RE2 regex the whole Cookie header must match (cookie strategy).",
+        "cookie_regex": Param(DEFAULT_COOKIE_REGEX, type="string", minLength=1, maxLength=1024, title="Cookie regex",
+                              description="RE2 regex the whole Cookie header must match (cookie strategy). The "
+                                          "default takes the cookie canary=true, not notcanary=true or canary=true2.",
                               section=STRATEGY),
         "bake_seconds": Param(300, type="integer", minimum=1, title="Bake time per step (s)",
                               description="How long each step is watched before its verdict.", section=ANALYSIS),
@@ -110,6 +113,12 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
                                     section=SAFETY),
         "istio_api_version": Param("v1", type="string", enum=["v1", "v1beta1"], title="Istio API version",
                                    section=SAFETY),
+        "mesh_domain": Param(DEFAULT_MESH_DOMAIN, type="string", pattern=DOMAIN_PATTERN, maxLength=253,
+                             title="Mesh domain",
+                             description="The cluster's DNS domain (cluster.local unless the cluster was set "
+                                         "up with another). Istio expands a short host such as reviews to "
+                                         "reviews.<namespace>.svc.<mesh domain>; names with a dot stay as written.",
+                             section=SAFETY),
         "route_name": Param(None, type=["string", "null"], title="Owned route name",
                             description="The HTTP route the release edits; default: the host's catch-all route.",
                             section=SAFETY),

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from istio_canary.core.request import DEFAULT_COOKIE_REGEX
+
 pytestmark = pytest.mark.integration
 
 GROUP, VERSION, NS = "networking.istio.io", "v1", "bookinfo"
@@ -124,7 +126,8 @@ def test_cookie_regex_route_sends_exactly_the_canary_cookie_to_v2(
         [
             {
                 "name": "canary",
-                "match": [{"headers": {"cookie": {"regex": ".*canary=true.*"}}}],
+                # The release's default: the simulated canary cookie must match it.
+                "match": [{"headers": {"cookie": {"regex": DEFAULT_COOKIE_REGEX}}}],
                 "route": [dest("v2")],
             },
             {"route": [dest("v1")]},
@@ -162,6 +165,13 @@ def test_prometheus_rates_error_ratio_and_latency_match_the_behaviour(
     assert set(rates) == {"v1", "v2"}
     for version in ("v1", "v2"):
         assert 350 <= rates[version] <= 650, rates  # 1,000 rps split 50/50, +-30%
+    # The seeded pods carry service.istio.io/canonical-revision = their version: the same split.
+    by_revision = sandbox.prom_by(
+        f"sum by (destination_canonical_revision) (rate(istio_requests_total{{{SELECTOR}}}[5s]))",
+        "destination_canonical_revision",
+        at,
+    )
+    assert by_revision == pytest.approx(rates)
 
     def error_ratio(version: str) -> float | None:
         sel = f'{SELECTOR},destination_version="{version}"'

@@ -16,11 +16,16 @@ from istio_canary.core.metrics import (
     counter_snapshot_query,
     custom_value,
     error_count_query,
+    error_ratio_graph_query,
     measurements_from_results,
+    metric_label_for,
     p99_query,
     request_count_query,
+    scrape_time_query,
+    values_by_version,
     with_latency,
 )
+from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
 
 INJECTIONS = [
@@ -151,6 +156,50 @@ def test_builtin_queries_use_istio_labels_one_query_for_both_versions() -> None:
 
 
 @pytest.mark.parametrize(
+    ("version_label", "metric_label"),
+    [
+        ("version", "destination_version"),
+        ("app.kubernetes.io/version", "destination_canonical_revision"),
+        ("service.istio.io/canonical-revision", "destination_canonical_revision"),
+    ],
+)
+def test_every_builtin_query_selects_and_groups_by_the_requests_metric_label(
+    version_label: str, metric_label: str
+) -> None:
+    req = ReleaseRequest(service="reviews", namespace="shop", stable_version="v1", canary_version="v2",
+                         version_label=version_label)
+    label = req.metric_version_label
+    assert label == metric_label == metric_label_for(version_label)
+    versions = [req.canary_version, req.stable_version]
+    queries = [
+        request_count_query("reviews", "shop", versions, 30, label=label),
+        error_count_query("reviews", "shop", versions, 30, label=label),
+        p99_query("reviews", "shop", versions, 30, label=label),
+        counter_snapshot_query("reviews", "shop", versions, label=label),
+        scrape_time_query("reviews", "shop", versions, label=label),
+        error_ratio_graph_query("reviews", "shop", versions, label=label),
+    ]
+    other = ({"destination_version", "destination_canonical_revision"} - {metric_label}).pop()
+    for query in queries:
+        assert f'{metric_label}=~"v2|v1"' in query, query
+        assert other not in query, query
+    assert queries[0].startswith(f"sum by ({metric_label}) (")
+    assert f"sum by (le, {metric_label})" in queries[2]
+    assert queries[3].startswith(f"sum by ({metric_label}, response_code) (")
+
+
+def test_metric_label_is_one_of_istios_version_labels() -> None:
+    for bad in ('destination_version"} or vector(1) #', "version", "destination_workload", ""):
+        with pytest.raises(ValidationError) as error:
+            request_count_query("reviews", "shop", ["v1"], 30, label=bad)
+        assert error.value.field == "metric_label" and error.value.value == bad
+        assert "destination_version, destination_canonical_revision" in str(error.value)
+    with pytest.raises(ValidationError) as error:
+        metric_label_for("app")
+    assert error.value.field == "version_label" and "use one of: version," in str(error.value)
+
+
+@pytest.mark.parametrize(
     ("position", "bad"),
     [(p, b) for p in ("service", "namespace", "version") for b in INJECTIONS
      if not (p == "version" and b in LEGAL_VERSIONS)],
@@ -256,6 +305,28 @@ def _sample(version: str | None, value: str, **labels: str) -> dict:
     if version is not None:
         metric["destination_version"] = version
     return {"metric": metric, "value": [1700000000.0, value]}
+
+
+def test_parsers_read_the_version_from_the_metric_label_they_are_given() -> None:
+    revision = "destination_canonical_revision"
+
+    def sample(version: str, value: str, **labels: str) -> dict:
+        return {"metric": {revision: version, **labels}, "value": [1700000000.0, value]}
+
+    assert values_by_version([sample("2.0", "12")], label=revision) == {"2.0": 12.0}
+    assert values_by_version([sample("2.0", "12")]) == {}  # default: destination_version
+    result = measurements_from_results(
+        ["1.0", "2.0"], requests=[sample("1.0", "100"), sample("2.0", "10")], errors=[sample("2.0", "1")],
+        label=revision,
+    )
+    assert result["1.0"] == Measurement(100.0, 0.0) and result["2.0"] == Measurement(10.0, 1.0)
+    snapshot = CounterSnapshot.from_results(
+        [sample("2.0", "40", response_code="200"), sample("2.0", "2", response_code="503")],
+        at=1.0,
+        label=revision,
+    )
+    assert snapshot.series == {"2.0": {"200": 40.0, "503": 2.0}}
+    assert CounterSnapshot.from_results([sample("2.0", "40", response_code="200")], at=1.0).series == {}
 
 
 def test_measurements_from_results_rounds_counts_and_maps_nan_to_none() -> None:

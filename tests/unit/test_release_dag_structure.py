@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +69,24 @@ def test_params_have_titles_and_the_required_release_fields(release_dag: Any) ->
     for key in ("service", "namespace", "stable_version", "canary_version", "strategy", "header_name",
                 "header_value", "cookie_regex", "bake_seconds", "check_interval_seconds", "min_requests",
                 "max_error_rate", "max_p99_ms", "require_approval", "dry_run", "kubernetes_conn_id",
-                "prometheus_conn_id", "istio_api_version", "release_window", "window_mode"):
+                "prometheus_conn_id", "istio_api_version", "release_window", "window_mode", "mesh_domain"):
         assert key in params, key
         assert params.get_param(key).schema.get("title"), key
+
+
+def test_form_defaults_are_the_requests_defaults(release_dag: Any) -> None:
+    from istio_canary.core.request import ReleaseRequest
+
+    defaults = ReleaseRequest(service="reviews", namespace="bookinfo", stable_version="v1", canary_version="v2")
+    params = release_dag.params
+    assert params["cookie_regex"] == defaults.cookie_regex == "^(.*;\\s*)?canary=true(;.*)?$"
+    assert params["mesh_domain"] == defaults.mesh_domain == "cluster.local"
+    mesh_domain = params.get_param("mesh_domain")
+    assert "svc.<mesh domain>" in (mesh_domain.description or "")
+    # The form refuses what ReleaseRequest refuses (the REST trigger answers 400).
+    pattern = re.compile(mesh_domain.schema["pattern"])
+    assert pattern.search("corp.example") and pattern.search("cluster.local")
+    assert not any(pattern.search(bad) for bad in ("Cluster.local", "cluster..local", "cluster.local.", ""))
 
 
 def _choose(release_dag: Any, task_id: str, **kwargs: Any) -> Any:

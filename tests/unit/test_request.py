@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import pytest
+import re2
 
-from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.request import DEFAULT_COOKIE_REGEX, ReleaseRequest
 from istio_canary.core.validation import ValidationError
 
 BASE: dict[str, Any] = {
@@ -37,14 +38,17 @@ def test_defaults() -> None:
         strategy="weighted",
         header_name="user-agent",
         header_value="canary",
-        cookie_regex=".*canary=true.*",
+        cookie_regex="^(.*;\\s*)?canary=true(;.*)?$",
         route_name=None,
         istio_api_version="v1",
         stable_subset="v1",
         canary_subset="v2",
         canary_route_name="reviews-canary",
+        mesh_domain="cluster.local",
     )
     assert req.stable_labels == {"version": "v1"} and req.canary_labels == {"version": "v2"}
+    assert req.metric_version_label == "destination_version"
+    assert req.fqdn == "reviews.bookinfo.svc.cluster.local"
     assert not req.uses_match_route
 
 
@@ -73,11 +77,15 @@ def test_reads_only_its_own_keys_and_round_trips() -> None:
         "steps": "10,100",
         "strategy": " Cookie ",
         "route_name": "",
+        "mesh_domain": "corp.example",
+        "version_label": "app.kubernetes.io/version",
     }
     req = ReleaseRequest.from_params(params)
     assert req.strategy == "cookie" and req.route_name is None and req.uses_match_route
     assert ReleaseRequest.from_params(req.to_params()) == req
     assert req.to_params()["steps"] == [10, 100]
+    assert req.to_params()["mesh_domain"] == "corp.example"
+    assert "mesh_domain" in ReleaseRequest.PARAM_KEYS
 
 
 def test_is_frozen() -> None:
@@ -103,12 +111,67 @@ def test_dotted_versions_need_explicit_subsets() -> None:
     assert (req.stable_subset, req.canary_subset) == ("stable", "canary")
 
 
-def test_host_aliases_cover_short_and_fully_qualified_names() -> None:
-    req = make(host="reviews.bookinfo.svc.cluster.local")
-    assert req.refers_to_host("reviews") and req.refers_to_host("reviews.bookinfo.svc")
-    assert not req.refers_to_host("reviews.other.svc.cluster.local")
+@pytest.mark.parametrize(
+    ("version_label", "metric_label"),
+    [
+        ("version", "destination_version"),
+        ("app.kubernetes.io/version", "destination_canonical_revision"),
+        ("service.istio.io/canonical-revision", "destination_canonical_revision"),
+    ],
+)
+def test_version_label_names_the_istio_metric_label(version_label: str, metric_label: str) -> None:
+    req = make(version_label=version_label)
+    assert req.metric_version_label == metric_label
+    assert req.canary_labels == {version_label: "v2"}
+
+
+@pytest.mark.parametrize("label", ["app", "track", "example.com/version", "Version", "-version"])
+def test_a_version_label_istio_does_not_report_is_refused_saying_why(label: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        make(version_label=label)
+    assert err.value.field == "version_label" and err.value.value == label
+    message = str(err.value)
+    assert message.startswith(f"version_label={label!r}: Istio's metrics cannot tell versions apart")
+    assert "use one of: version, app.kubernetes.io/version, service.istio.io/canonical-revision" in message
+
+
+def test_host_aliases_are_the_short_name_and_the_fqdn_only() -> None:
+    # Istio expands only a dot-free name: `reviews.bookinfo` and `reviews.bookinfo.svc` name other hosts.
+    for host in ("reviews", "reviews.bookinfo.svc.cluster.local"):
+        req = make(host=host)
+        assert req.host_aliases == {"reviews", "reviews.bookinfo.svc.cluster.local"}, host
+        assert not req.refers_to_host("reviews.bookinfo")
+        assert not req.refers_to_host("reviews.bookinfo.svc")
+        assert not req.refers_to_host("reviews.other.svc.cluster.local")
+    assert make(host="reviews.bookinfo").host_aliases == {"reviews.bookinfo"}
     external = make(host="reviews.example.com")
     assert external.host_aliases == {"reviews.example.com"}
+
+
+def test_mesh_domain_makes_the_fqdn() -> None:
+    req = make(mesh_domain="corp.example")
+    assert req.fqdn == "reviews.bookinfo.svc.corp.example"
+    assert req.host_aliases == {"reviews", "reviews.bookinfo.svc.corp.example"}
+    # cluster.local is another domain here: a host spelt with it is not the service.
+    other = make(mesh_domain="corp.example", host="reviews.bookinfo.svc.cluster.local")
+    assert other.host_aliases == {"reviews.bookinfo.svc.cluster.local"}
+    assert not other.refers_to_host("reviews")
+
+
+@pytest.mark.parametrize(
+    "cookie", ["canary=true", "a=1; canary=true", "canary=true; b=2", "a=1;canary=true;b=2",
+               "session=abc123; canary=true; theme=dark"],
+)
+def test_default_cookie_regex_matches_the_canary_cookie(cookie: str) -> None:
+    assert make().cookie_regex == DEFAULT_COOKIE_REGEX
+    assert re2.compile(DEFAULT_COOKIE_REGEX).fullmatch(cookie) is not None
+
+
+@pytest.mark.parametrize(
+    "cookie", ["notcanary=true", "canary=true2", "xcanary=true; y=1", "canary=false", "session=abc123", ""],
+)
+def test_default_cookie_regex_refuses_other_cookies(cookie: str) -> None:
+    assert re2.compile(DEFAULT_COOKIE_REGEX).fullmatch(cookie) is None
 
 
 def test_python_re_accepts_what_re2_rejects() -> None:
@@ -132,6 +195,11 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"stable_version": "v1.2"}, "stable_version"),
     ({"version_label": "-version"}, "version_label"),
     ({"version_label": "Example.com/version"}, "version_label"),
+    ({"version_label": "app"}, "version_label"),
+    ({"mesh_domain": "Cluster.Local"}, "mesh_domain"),
+    ({"mesh_domain": "cluster..local"}, "mesh_domain"),
+    ({"mesh_domain": "cluster.local."}, "mesh_domain"),
+    ({"mesh_domain": 5}, "mesh_domain"),
     ({"steps": "10,5,100"}, "steps"),
     ({"steps": "10,50"}, "steps"),
     ({"steps": "0,100"}, "steps"),

@@ -273,7 +273,7 @@ def test_header_match_route_goes_right_before_the_owned_route() -> None:
 def test_cookie_match_route_uses_the_re2_regex() -> None:
     vs, _ = load("reviews_bookinfo.yaml")
     out = set_match_route(vs, request(strategy="cookie"))
-    assert out["spec"]["http"][1]["match"] == [{"headers": {"cookie": {"regex": ".*canary=true.*"}}}]
+    assert out["spec"]["http"][1]["match"] == [{"headers": {"cookie": {"regex": r"^(.*;\s*)?canary=true(;.*)?$"}}}]
 
 
 def test_match_route_copies_request_shaping_policies_but_not_fault_or_mirror() -> None:
@@ -447,7 +447,10 @@ def test_restore_subsets_keeps_a_subset_still_referenced_and_drops_an_added_list
     kept = restore_subsets(current, snapshot_dr, req, keep_referenced_by=still_routed)
     assert [s["name"] for s in kept["spec"]["subsets"]] == ["v1", "v2"]
 
-    assert restore_subsets(current, snapshot_dr, req, keep_referenced_by=vs) == snapshot_dr
+    # Back at the snapshot's route, v1 is still what the owned route uses: only v2 goes.
+    back = restore_subsets(current, snapshot_dr, req, keep_referenced_by=vs)
+    assert [s["name"] for s in back["spec"]["subsets"]] == ["v1"]
+    assert restore_subsets(current, snapshot_dr, req) == snapshot_dr
 
 
 # --------------------------------------------------------------------------- state and plans
@@ -465,8 +468,13 @@ def test_routing_state_reports_the_owned_route() -> None:
         True,
     )
     ratings, _ = load("ratings_resilience.yaml")
+    ratings["spec"]["http"][1]["route"] = [
+        dict(ratings["spec"]["http"][1]["route"][0], weight=80),
+        {"destination": {"host": "ratings", "subset": "v3"}, "weight": 20},
+    ]
     ratings_state = routing_state(ratings, request(service="ratings", canary_version="v2"))
-    assert (ratings_state.other_weight, ratings_state.owned_route_name) == (100, "default")
+    assert (ratings_state.stable_weight, ratings_state.other_weight, ratings_state.owned_route_name) == (
+        80, 20, "default")
 
 
 def test_routing_state_reads_relative_weights() -> None:
@@ -531,3 +539,85 @@ def test_plan_for_step() -> None:
     assert plan_for_step(request(strategy="header"), 100) == RoutingPlan(100, False)
     with pytest.raises(ValidationError):
         RoutingPlan(120)
+
+
+# --------------------------------------------------------------------------- what the release does not own
+
+
+def _with_extra_destination(vs: dict[str, Any]) -> dict[str, Any]:
+    vs = copy.deepcopy(vs)
+    vs["spec"]["http"][1]["route"] = [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 80},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20},
+    ]
+    return vs
+
+
+def test_only_the_stable_share_moves_and_other_destinations_keep_their_weight() -> None:
+    vs = _with_extra_destination(load("reviews_bookinfo.yaml")[0])
+    req = request()  # v1 -> v3; v2 keeps its 20
+    routes = {w: set_weights(vs, req, w)["spec"]["http"][1]["route"] for w in (10, 50, 100, 0)}
+    assert routes[10] == [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 72},
+        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 8},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20},
+    ]
+    assert [e["weight"] for e in routes[50]] == [40, 40, 20]
+    assert routes[100] == [
+        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 80},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20},
+    ]
+    assert routes[0] == vs["spec"]["http"][1]["route"]
+    state = routing_state(set_weights(vs, req, 10), req)
+    assert (state.stable_weight, state.canary_weight, state.other_weight) == (72, 8, 20)
+    snapshot = copy.deepcopy(vs)
+    assert restore_owned(promote(vs, req), snapshot, req) == snapshot
+
+
+def test_a_weight_zero_entry_of_another_subset_is_kept_verbatim() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    vs["spec"]["http"][1]["route"] = [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0},
+    ]
+    out = set_weights(vs, request(), 50)
+    assert out["spec"]["http"][1]["route"] == [
+        {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+        {"destination": {"host": "reviews", "subset": "v3"}, "weight": 50},
+        {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0},
+    ]
+
+
+def test_an_owned_route_without_subset_is_refused_naming_the_field_and_fix() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    vs["spec"]["http"][1]["route"] = [{"destination": {"host": "reviews"}}]
+    with pytest.raises(RoutingError) as err:
+        set_weights(vs, request(), 10)
+    message = str(err.value)
+    assert "VirtualService bookinfo/reviews spec.http[1].route[0].destination" in message
+    assert "canary's pods (version=v3) already get traffic" in message
+    assert "subset: v1" in message and "Fix: pin it" in message
+
+
+def test_a_users_route_named_like_the_match_route_is_never_removed() -> None:
+    from istio_canary.core.lock import with_lock
+
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(strategy="header")
+    users = {"name": req.canary_route_name, "match": [{"headers": {"x-beta": {"exact": "1"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v2"}}]}
+    vs["spec"]["http"].insert(0, users)
+    locked = with_lock(vs, "dag/run", {"virtualService": copy.deepcopy(vs), "destinationRule": None})
+    for edit in (lambda v: apply_plan(v, req, RoutingPlan(10, True)), lambda v: promote(v, req),
+                 lambda v: restore_owned(v, vs, req)):
+        with pytest.raises(RoutingError, match="existed before this release took its lock"):
+            edit(locked)
+
+
+def test_the_canary_subset_gets_the_stable_subsets_traffic_policy() -> None:
+    _, dr = load("reviews_bookinfo.yaml")
+    policy = {"connectionPool": {"http": {"http2MaxRequests": 100}}, "outlierDetection": {"consecutive5xxErrors": 3}}
+    dr["spec"]["subsets"][0]["trafficPolicy"] = copy.deepcopy(policy)
+    out = ensure_subsets(dr, request())
+    assert out["spec"]["subsets"][-1] == {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": policy}
+    assert restore_subsets(out, dr, request()) == dr

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingPlan,
     apply_plan,
     ensure_subsets,
+    find_owned_route,
     new_destination_rule,
     promote,
     restore_owned,
@@ -77,6 +79,32 @@ def test_every_written_object_passes_the_crd_schema(crds: Any, scenario: dict[st
     assert len(objects) >= 9
     for plural, what, obj in objects:
         assert_valid(crds, plural, obj, f"{scenario['fixture']}: {what}")
+
+
+def written_routes(vs: dict[str, Any], req: ReleaseRequest) -> set[int]:
+    """The http routes a release writes: its owned route and, when present, its canary match route."""
+    routes = vs["spec"].get("http") or []
+    canary = {i for i, r in enumerate(routes) if r.get("name") == req.canary_route_name}
+    return {find_owned_route(vs, req)} | canary
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s["fixture"])
+def test_every_written_object_passes_istios_rules_and_ours(scenario: dict[str, Any]) -> None:
+    # Istio's rules on the whole object; ours (subsets exist, route order) on the routes written,
+    # against the DestinationRule as the release leaves it before routing.
+    _, dr = yaml.safe_load_all((FIXTURES / scenario["fixture"]).read_text())
+    req = ReleaseRequest.from_params(scenario["params"])
+    ensured = ensure_subsets(dr, req)
+    for plural, what, obj in produced_objects(scenario):
+        if plural == "destinationrules":
+            validate_destination_rule(obj)
+            continue
+        try:
+            validate_virtual_service(
+                obj, ensured, written_routes=written_routes(obj, req), mesh_domain=req.mesh_domain
+            )
+        except ValueError as exc:
+            raise AssertionError(f"{scenario['fixture']}: {what}: {exc}") from exc
 
 
 def test_the_schema_check_catches_a_mis_indented_destination(crds: Any) -> None:

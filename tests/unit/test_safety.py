@@ -105,7 +105,8 @@ def builtin_builders() -> dict[str, Callable[..., str]]:
 
 
 def call_builder(fn: Callable[..., str], service: str, namespace: str, versions: list[str]) -> str:
-    values = {"service": service, "namespace": namespace, "versions": versions, "window_seconds": 60}
+    values = {"service": service, "namespace": namespace, "versions": versions, "window_seconds": 60,
+              "label": "destination_version"}
     params = inspect.signature(fn).parameters
     unknown = set(params) - set(values)
     assert not unknown, f"{fn.__name__} takes {unknown}: teach this test what to pass"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from istio_canary.core.pods import metric_label_problems
 from istio_canary.core.validation import ValidationError
-from sandbox.config import load_config, parse_config, reseed_world, seed_world, service_objects
+from sandbox.config import MESH_DOMAIN, load_config, parse_config, reseed_world, seed_world, service_objects
 from sandbox.store import Store
 
 
@@ -115,6 +116,18 @@ def test_seeded_objects_are_what_the_release_pipeline_expects() -> None:
         assert pod["status"]["phase"] == "Running"
         assert {"type": "Ready", "status": "True"} in pod["status"]["conditions"]
         assert all(cs["ready"] for cs in pod["status"]["containerStatuses"])
+
+
+def test_seeded_pods_name_their_version_in_both_istio_metric_labels() -> None:
+    store = Store()
+    world = load_config()
+    seed_world(store, world)
+    assert MESH_DOMAIN == "cluster.local"
+    assert world.services[0].fqdn == "reviews.bookinfo.svc.cluster.local"
+    for version in ("v1", "v2"):
+        pods = [p for p in store.list("pods", "bookinfo") if p["metadata"]["labels"]["version"] == version]
+        for label in ("version", "service.istio.io/canonical-revision"):
+            assert metric_label_problems(pods, version, label) == [], (version, label)
 
 
 def test_canary_without_sidecar_or_readiness_can_be_seeded() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from istio_canary.core.request import DEFAULT_COOKIE_REGEX
+from sandbox.apiserver import istio_admission
 from sandbox.config import load_config, parse_config, seed_world
 from sandbox.store import Store
 from sandbox.traffic import (
@@ -154,6 +156,19 @@ def test_cookie_regex_must_match_the_whole_value_as_re2() -> None:
     assert versions(COOKIE_CANARY, lookahead) == {"v1": 1.0}
 
 
+def test_the_releases_default_cookie_regex_takes_the_sandboxs_canary_cookie_only() -> None:
+    snapshot = mesh(
+        vs(
+            {"match": [{"headers": {"cookie": {"regex": DEFAULT_COOKIE_REGEX}}}], "route": [dest("v2")]},
+            {"route": [dest("v1")]},
+        )
+    )
+    assert versions(COOKIE_CANARY, snapshot) == {"v2": 1.0}
+    assert versions(PLAIN, snapshot) == {"v1": 1.0}
+    for cookie in ("session=abc123; notcanary=true", "canary=true2; session=abc123"):
+        assert versions({**COOKIE_CANARY, "cookie": cookie}, snapshot) == {"v1": 1.0}, cookie
+
+
 def test_match_blocks_are_or_and_conditions_inside_a_block_are_and() -> None:
     either = {
         "match": [
@@ -247,6 +262,49 @@ def test_host_as_fqdn_and_no_virtual_service_means_all_pods() -> None:
         "v1": 0.666667,
         "v2": 0.333333,
     }
+
+
+def test_only_dot_free_rule_hosts_are_expanded_as_istio_does() -> None:
+    # `reviews.bookinfo` in a rule is taken as written: no Service has that name.
+    two_part = mesh(vs({"route": [dest("v2")]}, hosts=["reviews.bookinfo"]))
+    assert versions(PLAIN, two_part) == {"v1": 0.5, "v2": 0.5}  # the rule binds nothing: default route
+    three_part = mesh(vs({"route": [dest("v2")]}, hosts=["reviews.bookinfo.svc"]))
+    assert versions(PLAIN, three_part) == {"v1": 0.5, "v2": 0.5}
+    for host in ("reviews.bookinfo", "reviews.bookinfo.svc"):
+        result = outcome(PLAIN, mesh(vs({"route": [dest("v2", host=host)]})))
+        assert (result.status, result.flags) == (503, "NC"), host
+    # A DestinationRule whose host is not expanded defines no subset of reviews.
+    result = outcome(PLAIN, mesh(vs({"route": [dest("v2")]}), dr("v1", "v2", host="reviews.bookinfo")))
+    assert (result.status, result.flags) == (503, "NR")
+
+
+@pytest.mark.parametrize(
+    ("dr_host", "route_host", "warned"),
+    [
+        ("reviews", "reviews", False),
+        ("reviews.bookinfo.svc.cluster.local", "reviews", False),
+        ("reviews", "reviews.bookinfo.svc.cluster.local", False),
+        ("reviews.bookinfo", "reviews", True),  # not expanded: another host than reviews
+        ("reviews", "reviews.bookinfo.svc", True),
+    ],
+)
+def test_the_api_servers_missing_subset_warning_expands_hosts_as_istio_does(
+    dr_host: str, route_host: str, warned: bool
+) -> None:
+    store = Store()
+    store.put("destinationrules", dr("v1", host=dr_host))
+    _, warnings = istio_admission("virtualservices", vs({"route": [dest("v1", host=route_host)]}), "bookinfo", store)
+    assert bool(warnings) == warned, warnings
+
+
+def test_a_request_may_name_its_host_by_any_dns_search_form() -> None:
+    snapshot = mesh(vs({"route": [dest("v2")]}))
+    for host in ("reviews", "reviews.bookinfo", "reviews.bookinfo.svc", "reviews.bookinfo.svc.cluster.local"):
+        dist = routing_distribution(Request(host, "bookinfo", PLAIN), snapshot)
+        assert {o.version: p for p, o in dist} == {"v2": 1.0}, host
+    # A bare name from another namespace is a Service of that namespace (none here).
+    dist = routing_distribution(Request("reviews", "other", PLAIN), snapshot)
+    assert [(o.status, o.flags) for _, o in dist] == [(503, "NC")]
 
 
 def test_virtual_service_bound_only_to_a_gateway_does_not_apply_to_mesh_traffic() -> None:
@@ -387,13 +445,22 @@ def test_exposition_has_istio_labels_and_unrouted_requests_are_source_reported()
         "destination_workload_namespace": "bookinfo",
         "destination_app": "reviews",
         "destination_version": "v1",
+        "destination_canonical_revision": "v1",
         "request_protocol": "http",
         "response_code": "200",
         "response_flags": "-",
     }
     assert re.search(
-        r'istio_requests_total\{reporter="source"[^}]*destination_version="unknown"[^}]*response_code="503",response_flags="NR"\} \d+',
+        r'istio_requests_total\{reporter="source"[^}]*destination_version="unknown",'
+        r'destination_canonical_revision="unknown"[^}]*response_code="503",response_flags="NR"\} \d+',
         text,
+    )
+    # The histogram carries the same labels, the canonical revision included.
+    assert re.search(
+        r'^istio_request_duration_milliseconds_bucket\{[^}]*destination_version="v1",'
+        r'destination_canonical_revision="v1"[^}]*le="\+Inf"\} \d+$',
+        text,
+        re.M,
     )
     assert re.search(
         r'^sandbox_requests_total\{service="reviews",namespace="bookinfo",version="v1",user_agent_canary="false",cookie_canary="false",response_code="200"\} \d+$',
@@ -424,3 +491,38 @@ def test_behaviour_updates_are_checked_before_anything_changes() -> None:
     assert generator.state()["services"] == before
     updated = generator.update_behaviour({"version": "v2", "error_rate": 0.3, "rps": 10})
     assert updated["versions"]["v2"]["error_rate"] == 0.3 and updated["rps"] == 10
+
+
+def test_canonical_revision_follows_istios_label_precedence_and_version_only_the_version_label() -> None:
+    def labelled(name: str, **labels: str) -> dict:
+        p = pod("x", index=0)
+        p["metadata"] = {"name": name, "namespace": "bookinfo", "labels": {"app": "reviews", **labels}}
+        return p
+
+    pods = [
+        labelled("a", version="v1",
+                 **{"service.istio.io/canonical-revision": "1.0", "app.kubernetes.io/version": "1.x"}),
+        labelled("b", version="v2", **{"app.kubernetes.io/version": "2.0"}),
+        labelled("c", version="v3"),
+        labelled("d", **{"app.kubernetes.io/version": "4.0"}),
+        labelled("e"),
+    ]
+    dist = routing_distribution(Request("reviews", "bookinfo", PLAIN), mesh(None, pods=pods))
+    assert {(o.version, o.revision) for _, o in dist} == {
+        ("v1", "1.0"), ("v2", "2.0"), ("v3", "v3"), ("unknown", "4.0"), ("unknown", "latest"),
+    }
+
+
+def test_exposition_exports_the_canonical_revision_from_the_pods_labels() -> None:
+    world = load_config()
+    store = Store()
+    seed_world(store, world)
+    for obj in store.list("pods"):
+        labels = obj["metadata"]["labels"]
+        if labels["version"] == "v1":
+            labels["service.istio.io/canonical-revision"] = "1.4.2"
+            store.put("pods", obj)
+    text = run_generator(store, world, 2).render_metrics()
+    served = re.findall(r'^istio_requests_total\{[^}]*destination_version="([^"]*)",'
+                        r'destination_canonical_revision="([^"]*)"[^}]*\} \d+$', text, re.M)
+    assert set(served) == {("v1", "1.4.2")}

@@ -1,8 +1,15 @@
 """What the canary analysis measures, and the PromQL that measures it (pure: no network).
 
 Built-in metrics use Istio's standard metrics as reported by the destination sidecar
-(`reporter="destination"`): request count, 5xx count and p99 latency per
-`destination_version`, canary and stable in the SAME query so both cover the same window.
+(`reporter="destination"`): request count, 5xx count and p99 latency per version, canary and
+stable in the SAME query so both cover the same window.
+
+Which metric label carries the version follows the release's pod label (`metric_label_for`):
+Istio fills `destination_version` only from the pod label `version`, and
+`destination_canonical_revision` from `service.istio.io/canonical-revision`, else
+`app.kubernetes.io/version`, else `version`. Every query and every parser takes that metric
+label (`label=`, default `destination_version`), so a release keyed on another pod label
+still finds its versions.
 
 Counting choice. The judge's statistics work on request and error *counts*. Prometheus'
 `increase()` extrapolates to the window edges, so its counts are not integers and may
@@ -30,6 +37,47 @@ ERROR_CODE_REGEX = "5.."
 _ERROR_CODE = re.compile(r"^5\d\d$")
 
 Direction = Literal["lower", "higher"]
+
+# The Istio metric labels that name a workload's version.
+DESTINATION_VERSION = "destination_version"
+DESTINATION_CANONICAL_REVISION = "destination_canonical_revision"
+METRIC_VERSION_LABELS: tuple[str, ...] = (DESTINATION_VERSION, DESTINATION_CANONICAL_REVISION)
+# Pod labels, highest precedence first, that Istio reads for destination_canonical_revision.
+CANONICAL_REVISION_POD_LABELS: tuple[str, ...] = (
+    "service.istio.io/canonical-revision",
+    "app.kubernetes.io/version",
+    "version",
+)
+# The pod label a release may select versions by -> the metric label Istio reports it in.
+# Any other pod label never reaches Istio's metrics: canary and stable would look alike.
+VERSION_LABEL_METRICS: dict[str, str] = {
+    "version": DESTINATION_VERSION,
+    "app.kubernetes.io/version": DESTINATION_CANONICAL_REVISION,
+    "service.istio.io/canonical-revision": DESTINATION_CANONICAL_REVISION,
+}
+
+
+def metric_label_for(version_label: str) -> str:
+    """The Istio metric label that reports the pod label `version_label` (one of
+    `VERSION_LABEL_METRICS`), e.g. `version` -> `destination_version`."""
+    try:
+        return VERSION_LABEL_METRICS[version_label]
+    except (KeyError, TypeError):
+        raise ValidationError(
+            "version_label",
+            version_label,
+            "Istio's metrics cannot tell versions apart by this label (destination_version comes only "
+            "from the pod label 'version', destination_canonical_revision from "
+            "'service.istio.io/canonical-revision', else 'app.kubernetes.io/version', else 'version'); "
+            f"use one of: {', '.join(VERSION_LABEL_METRICS)}",
+        ) from None
+
+
+def _metric_label(label: Any) -> str:
+    """One of `METRIC_VERSION_LABELS`: the only label names that reach PromQL."""
+    if label not in METRIC_VERSION_LABELS:
+        raise ValidationError("metric_label", label, f"must be one of {', '.join(METRIC_VERSION_LABELS)}")
+    return str(label)
 
 
 # --------------------------------------------------------------------------- custom metrics
@@ -75,7 +123,7 @@ def _label(field_name: str, value: Any) -> str:
 
 def _version(value: Any) -> str:
     """A Kubernetes label value (`v1`, `1.2.0`, `v1.2_rc`): the pods' version label, which is
-    what Istio reports as `destination_version`. Letters, digits, '-', '_' and '.' only: no
+    what Istio reports in the version metric label. Letters, digits, '-', '_' and '.' only: no
     quote, backslash, brace or newline can reach PromQL."""
     return require_label_value("version", value)
 
@@ -317,7 +365,7 @@ class AnalysisConfig:
 # --------------------------------------------------------------------------- built-in queries
 
 
-def _selector(service: str, namespace: str, versions: Sequence[str], *extra: str) -> str:
+def _selector(service: str, namespace: str, versions: Sequence[str], *extra: str, label: str) -> str:
     _label("service", service)
     _label("namespace", namespace)
     if isinstance(versions, str) or not versions:
@@ -329,57 +377,84 @@ def _selector(service: str, namespace: str, versions: Sequence[str], *extra: str
         f'destination_service_name="{service}"',
         f'destination_workload_namespace="{namespace}"',
         # Escaped: matches exactly these versions (Prometheus anchors regexes).
-        f'destination_version=~"{_version_regex(versions)}"',
+        f'{_metric_label(label)}=~"{_version_regex(versions)}"',
         *extra,
     ]
     return "{" + ",".join(matchers) + "}"
 
 
-def request_count_query(service: str, namespace: str, versions: Sequence[str], window_seconds: int) -> str:
+def request_count_query(
+    service: str,
+    namespace: str,
+    versions: Sequence[str],
+    window_seconds: int,
+    *,
+    label: str = DESTINATION_VERSION,
+) -> str:
     """Requests per version over the window (`increase`: extrapolated, round the result)."""
-    selector = _selector(service, namespace, versions)
+    selector = _selector(service, namespace, versions, label=label)
     window = window_literal("window_seconds", window_seconds)
-    return f"sum by (destination_version) (increase({REQUESTS_METRIC}{selector}[{window}]))"
+    return f"sum by ({label}) (increase({REQUESTS_METRIC}{selector}[{window}]))"
 
 
-def error_count_query(service: str, namespace: str, versions: Sequence[str], window_seconds: int) -> str:
+def error_count_query(
+    service: str,
+    namespace: str,
+    versions: Sequence[str],
+    window_seconds: int,
+    *,
+    label: str = DESTINATION_VERSION,
+) -> str:
     """5xx responses per version over the window."""
-    selector = _selector(service, namespace, versions, f'response_code=~"{ERROR_CODE_REGEX}"')
+    selector = _selector(service, namespace, versions, f'response_code=~"{ERROR_CODE_REGEX}"', label=label)
     window = window_literal("window_seconds", window_seconds)
-    return f"sum by (destination_version) (increase({REQUESTS_METRIC}{selector}[{window}]))"
+    return f"sum by ({label}) (increase({REQUESTS_METRIC}{selector}[{window}]))"
 
 
-def p99_query(service: str, namespace: str, versions: Sequence[str], window_seconds: int) -> str:
+def p99_query(
+    service: str,
+    namespace: str,
+    versions: Sequence[str],
+    window_seconds: int,
+    *,
+    label: str = DESTINATION_VERSION,
+) -> str:
     """p99 request duration (ms) per version over the window; NaN for a version without requests."""
-    selector = _selector(service, namespace, versions)
+    selector = _selector(service, namespace, versions, label=label)
     window = window_literal("window_seconds", window_seconds)
     return (
-        "histogram_quantile(0.99, sum by (le, destination_version) "
+        f"histogram_quantile(0.99, sum by (le, {label}) "
         f"(increase({DURATION_BUCKET_METRIC}{selector}[{window}])))"
     )
 
 
-def error_ratio_graph_query(service: str, namespace: str, versions: Sequence[str]) -> str:
+def error_ratio_graph_query(
+    service: str, namespace: str, versions: Sequence[str], *, label: str = DESTINATION_VERSION
+) -> str:
     """5xx ratio per version over 1-minute rates: what a person graphs to see the canary."""
-    errors = _selector(service, namespace, versions, f'response_code=~"{ERROR_CODE_REGEX}"')
-    total = _selector(service, namespace, versions)
-    requests = f"sum by (destination_version) (rate({REQUESTS_METRIC}{total}[1m]))"
+    errors = _selector(service, namespace, versions, f'response_code=~"{ERROR_CODE_REGEX}"', label=label)
+    total = _selector(service, namespace, versions, label=label)
+    requests = f"sum by ({label}) (rate({REQUESTS_METRIC}{total}[1m]))"
     # `or ... * 0`: a version without errors has no 5xx series; graph it at 0, not as a gap.
-    return (f"(sum by (destination_version) (rate({REQUESTS_METRIC}{errors}[1m])) or {requests} * 0) / "
+    return (f"(sum by ({label}) (rate({REQUESTS_METRIC}{errors}[1m])) or {requests} * 0) / "
             f"{requests}")
 
 
-def scrape_time_query(service: str, namespace: str, versions: Sequence[str]) -> str:
+def scrape_time_query(
+    service: str, namespace: str, versions: Sequence[str], *, label: str = DESTINATION_VERSION
+) -> str:
     """When Prometheus last scraped these counters (epoch seconds). `timestamp()` must wrap
     the raw selector: applied to an aggregation it returns the evaluation time instead."""
-    selector = _selector(service, namespace, versions)
+    selector = _selector(service, namespace, versions, label=label)
     return f"max(timestamp({REQUESTS_METRIC}{selector}))"
 
 
-def counter_snapshot_query(service: str, namespace: str, versions: Sequence[str]) -> str:
+def counter_snapshot_query(
+    service: str, namespace: str, versions: Sequence[str], *, label: str = DESTINATION_VERSION
+) -> str:
     """The raw request counters per version and response code, for exact differencing."""
-    selector = _selector(service, namespace, versions)
-    return f"sum by (destination_version, response_code) ({REQUESTS_METRIC}{selector})"
+    selector = _selector(service, namespace, versions, label=label)
+    return f"sum by ({label}, response_code) ({REQUESTS_METRIC}{selector})"
 
 
 # --------------------------------------------------------------------------- measurements
@@ -461,10 +536,13 @@ def sample_value(raw: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def values_by_version(results: Iterable[Mapping[str, Any]] | None) -> dict[str, float | None]:
+def values_by_version(
+    results: Iterable[Mapping[str, Any]] | None, *, label: str = DESTINATION_VERSION
+) -> dict[str, float | None]:
+    """Sample value per version, the version read from the metric label `label`."""
     values: dict[str, float | None] = {}
     for sample in results or ():
-        version = (sample.get("metric") or {}).get("destination_version")
+        version = (sample.get("metric") or {}).get(label)
         pair = sample.get("value") or (None, None)
         if version is not None:
             values[version] = sample_value(pair[1] if len(pair) > 1 else None)
@@ -485,17 +563,20 @@ def measurements_from_results(
     errors: Sequence[Mapping[str, Any]] | None,
     p99: Sequence[Mapping[str, Any]] | None = None,
     custom: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]] | None]] | None = None,
+    *,
+    label: str = DESTINATION_VERSION,
 ) -> dict[str, Measurement]:
     """Measurements per version from instant-vector results of the built-in queries.
 
-    A version absent from the request results had no requests (0). A query that was not
+    Versions are read from the metric label `label` (the one the queries grouped by). A version
+    absent from the request results had no requests (0). A query that was not
     answered (None) or a NaN count gives NaN counts, which the judge treats as missing data.
     p99 and custom values that are missing or NaN become None. Counts are rounded (they come
     from extrapolating `increase`); errors never exceed requests.
     """
-    request_values = values_by_version(requests) if requests is not None else None
-    error_values = values_by_version(errors) if errors is not None else None
-    p99_values = values_by_version(p99)
+    request_values = values_by_version(requests, label=label) if requests is not None else None
+    error_values = values_by_version(errors, label=label) if errors is not None else None
+    p99_values = values_by_version(p99, label=label)
     measurements = {}
     for version in versions:
         n = _count(request_values, version)
@@ -530,11 +611,14 @@ class CounterSnapshot:
     series: Mapping[str, Mapping[str, float]]
 
     @classmethod
-    def from_results(cls, results: Iterable[Mapping[str, Any]], at: float) -> CounterSnapshot:
+    def from_results(
+        cls, results: Iterable[Mapping[str, Any]], at: float, *, label: str = DESTINATION_VERSION
+    ) -> CounterSnapshot:
+        """From `counter_snapshot_query` results; the version is read from the metric label `label`."""
         series: dict[str, dict[str, float]] = {}
         for sample in results:
             labels = sample.get("metric") or {}
-            version = labels.get("destination_version")
+            version = labels.get(label)
             pair = sample.get("value") or (None, None)
             value = sample_value(pair[1] if len(pair) > 1 else None)
             if version is None or value is None:

@@ -12,6 +12,13 @@ version already is a valid subset name; otherwise the request is refused with a 
 suggesting an explicit `stable_subset`/`canary_subset`. We do not derive names silently
 (e.g. dots to dashes) because the name lands in someone's DestinationRule, two versions can
 map to one derived name, and an operator reading the DR should find the name they chose.
+
+Version label: the pod label that tells stable from canary pods (in the DestinationRule's
+subsets) must also tell them apart in Istio's metrics, or every analysis is inconclusive.
+Istio reports `destination_version` only from the label `version`, and
+`destination_canonical_revision` from `service.istio.io/canonical-revision`, else
+`app.kubernetes.io/version`, else `version`; so only these three labels are accepted, and
+`metric_version_label` names the metric label the queries must use.
 """
 
 from __future__ import annotations
@@ -22,13 +29,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
+from istio_canary.core.metrics import metric_label_for
 from istio_canary.core.validation import (
     ValidationError,
     require_conn_id,
     require_dns1123_label,
     require_dns1123_subdomain,
     require_header_name,
-    require_label_key,
     require_label_value,
     require_re2_regex,
 )
@@ -37,6 +44,10 @@ Strategy = Literal["weighted", "header", "cookie"]
 STRATEGIES: tuple[str, ...] = ("weighted", "header", "cookie")
 ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
+DEFAULT_MESH_DOMAIN = "cluster.local"
+# `canary=true` as a whole cookie (Envoy matches the whole Cookie header): `.*canary=true.*`
+# would also take `notcanary=true` and `canary=true2`.
+DEFAULT_COOKIE_REGEX = r"^(.*;\s*)?canary=true(;.*)?$"
 # Connection params checked with the request (the operators read them from the params).
 CONNECTION_KEYS: tuple[str, ...] = ("kubernetes_conn_id", "prometheus_conn_id")
 
@@ -123,7 +134,7 @@ class ReleaseRequest:
     strategy: Strategy = "weighted"
     header_name: str = "user-agent"
     header_value: str = "canary"
-    cookie_regex: str = ".*canary=true.*"
+    cookie_regex: str = DEFAULT_COOKIE_REGEX
     route_name: str | None = None
     istio_api_version: str = "v1"
     stable_subset: str = ""
@@ -131,6 +142,7 @@ class ReleaseRequest:
     canary_route_name: str = ""
     virtual_service: str = ""
     destination_rule: str = ""
+    mesh_domain: str = DEFAULT_MESH_DOMAIN
 
     # Keys read by from_params (the rest of a DAG's params belong to other parts).
     PARAM_KEYS: ClassVar[tuple[str, ...]] = (
@@ -152,6 +164,7 @@ class ReleaseRequest:
         "canary_route_name",
         "virtual_service",
         "destination_rule",
+        "mesh_domain",
     )
 
     def __post_init__(self) -> None:
@@ -161,12 +174,13 @@ class ReleaseRequest:
         if not self.host:
             object.__setattr__(self, "host", self.service)
         require_dns1123_subdomain("host", self.host)
+        require_dns1123_subdomain("mesh_domain", self.mesh_domain)
         # The Istio objects default to the service's name, as in Bookinfo and most meshes.
         for name_field in ("virtual_service", "destination_rule"):
             if not getattr(self, name_field):
                 object.__setattr__(self, name_field, self.service)
             require_dns1123_subdomain(name_field, getattr(self, name_field))
-        require_label_key("version_label", self.version_label)
+        metric_label_for(self.version_label)  # refuses a label Istio's metrics do not report
         require_label_value("stable_version", self.stable_version)
         require_label_value("canary_version", self.canary_version)
         if self.stable_version == self.canary_version:
@@ -231,7 +245,7 @@ class ReleaseRequest:
             strategy=strategy,  # type: ignore[arg-type]  # checked in __post_init__
             header_name=_str_with_default(params, "header_name", "user-agent"),
             header_value=_str_with_default(params, "header_value", "canary"),
-            cookie_regex=_str_with_default(params, "cookie_regex", ".*canary=true.*"),
+            cookie_regex=_str_with_default(params, "cookie_regex", DEFAULT_COOKIE_REGEX),
             route_name=_optional_str(params, "route_name"),
             istio_api_version=_str_with_default(params, "istio_api_version", "v1"),
             stable_subset=_str_with_default(params, "stable_subset", ""),
@@ -239,6 +253,7 @@ class ReleaseRequest:
             canary_route_name=_str_with_default(params, "canary_route_name", ""),
             virtual_service=_str_with_default(params, "virtual_service", ""),
             destination_rule=_str_with_default(params, "destination_rule", ""),
+            mesh_domain=_str_with_default(params, "mesh_domain", DEFAULT_MESH_DOMAIN),
         )
 
     def to_params(self) -> dict[str, Any]:
@@ -249,22 +264,24 @@ class ReleaseRequest:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.service}.{self.namespace}.svc.cluster.local"
+        return f"{self.service}.{self.namespace}.svc.{self.mesh_domain}"
+
+    @property
+    def metric_version_label(self) -> str:
+        """The Istio metric label that carries `version_label`'s value: `destination_version`
+        for `version`, `destination_canonical_revision` for the other two."""
+        return metric_label_for(self.version_label)
 
     @property
     def host_aliases(self) -> frozenset[str]:
         """Names a route may use for this release's host.
 
-        Istio resolves a short name relative to the VirtualService's namespace, so when the
-        host is the service itself, `reviews`, `reviews.ns`, `reviews.ns.svc` and the FQDN all
-        mean the same destination.
+        Istio expands only a dot-free short name, relative to the rule's namespace
+        (`reviews` -> `reviews.<namespace>.svc.<mesh_domain>`); any name with a dot is taken
+        as written, so `reviews.ns` and `reviews.ns.svc` name other hosts. When the host is
+        the service, its short name and its FQDN are therefore the same destination.
         """
-        service_names = {
-            self.service,
-            f"{self.service}.{self.namespace}",
-            f"{self.service}.{self.namespace}.svc",
-            self.fqdn,
-        }
+        service_names = {self.service, self.fqdn}
         if self.host in service_names:
             return frozenset(service_names)
         return frozenset({self.host})

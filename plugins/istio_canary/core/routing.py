@@ -12,9 +12,14 @@ What a release owns (DESIGN rule 2), and nothing else:
 - the stable/canary subsets it adds to the DestinationRule.
 
 Decisions (kept consistent across functions):
-- Weights are absolute and written as (100 - w, w). A zero-weight destination is dropped, so
-  0 gives a single stable destination and 100 a single canary destination, both without a
-  `weight` (Istio sends all traffic to a lone destination whatever its weight).
+- Weights are absolute: (100 - w, w) of the release's share, which is what the stable and
+  canary subsets carry together. A zero-weight release entry is dropped, so on a route of only
+  the release's entries 0 gives a single stable destination and 100 a single canary
+  destination, both without a `weight` (Istio sends all traffic to a lone destination
+  whatever its weight). Every other destination of the owned route (`v3 20`, another host,
+  a weight-0 entry) keeps its place and weight.
+- The canary match route is removed only if the release created it: a route of that name in
+  the snapshot taken with the lock is the user's (preflight refuses such a release first).
 - New destinations reuse the host spelling, the `port` and any per-destination extras
   (e.g. `headers`) of the owned route's current stable destination (or, when there is none,
   its first destination of the host), and every destination written carries them: they
@@ -38,6 +43,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from istio_canary.core.lock import snapshot_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
 
@@ -201,22 +207,97 @@ def _entry_for(
 # --------------------------------------------------------------------------- VirtualService edits
 
 
+def _is_release_entry(entry: dict[str, Any], request: ReleaseRequest) -> bool:
+    """A destination of the host at the stable or canary subset: the entries the release moves."""
+    dest = _destination(entry)
+    return request.refers_to_host(dest.get("host")) and dest.get("subset") in (
+        request.stable_subset, request.canary_subset)
+
+
+def _weight_of(entry: dict[str, Any]) -> int:
+    weight = entry.get("weight")
+    return weight if isinstance(weight, int) and not isinstance(weight, bool) else 0
+
+
+def _split(share: int, canary_weight: int) -> tuple[int, int]:
+    """(stable, canary) parts of `share`, the canary getting `canary_weight`% of it (at least 1
+    when asked for any), so the step's percentage holds within the release's share."""
+    canary = round(share * canary_weight / 100)
+    if canary_weight > 0 and canary == 0:
+        canary = 1
+    if canary_weight < 100 and canary == share and share > 1:
+        canary = share - 1
+    return share - canary, canary
+
+
+def unpinned_problem_and_fix(request: ReleaseRequest) -> tuple[str, str]:
+    """Why a destination of the host without a subset cannot be released, and the fix."""
+    return (
+        f"sends to host {request.host!r} without a subset: the Service balances it over all Ready pods, "
+        f"so the canary's pods ({request.version_label}={request.canary_version}) already get traffic "
+        "there, outside the release's control",
+        f"pin it to the stable subset first (add `subset: {request.stable_subset}`, with that subset in the "
+        f"DestinationRule: labels {request.version_label}: {request.stable_version}), then release",
+    )
+
+
+def unpinned_route_message(vs: dict[str, Any], route_index: int, entry_index: int, request: ReleaseRequest,
+                           section: str = "http") -> str:
+    problem, fix = unpinned_problem_and_fix(request)
+    return f"VirtualService {_name_of(vs)} spec.{section}[{route_index}].route[{entry_index}].destination " \
+           f"{problem}. Fix: {fix}"
+
+
 def set_weights(vs: dict[str, Any], request: ReleaseRequest, canary_weight: int) -> dict[str, Any]:
-    """Owned route sends (100 - w)% to the stable subset and w% to the canary subset."""
+    """Owned route sends (100 - w)% of the release's share to the stable subset, w% to the canary.
+
+    The release's share is what the stable and canary subsets carry together; every other
+    destination of the route (another subset, another host, weight-0 entries) keeps its place
+    and weight verbatim, so `v1 80 / v3 20` at 10% becomes `v1 72 / v2 8 / v3 20`. A route of
+    only the release's entries is written as (100 - w, w), a lone entry without `weight`.
+    """
     weight = _require_weight(canary_weight)
     out = copy.deepcopy(vs)
-    _, route = _owned(out, request)
+    index, route = _owned(out, request)
     template = _stable_template(route, request)
-    if weight == 0:
-        entries = [_entry_for(request.stable_subset, None, template, request)]
-    elif weight == 100:
-        entries = [_entry_for(request.canary_subset, None, template, request)]
-    else:
-        entries = [
-            _entry_for(request.stable_subset, 100 - weight, template, request),
-            _entry_for(request.canary_subset, weight, template, request),
-        ]
-    route["route"] = entries
+    entries = route.get("route") if isinstance(route.get("route"), list) else []
+    for j, entry in enumerate(entries):
+        if isinstance(entry, dict) and request.refers_to_host(_destination(entry).get("host")) \
+                and not _destination(entry).get("subset"):
+            raise RoutingError(unpinned_route_message(vs, index, j, request))
+    others = [e for e in entries if not (isinstance(e, dict) and _is_release_entry(e, request))]
+    if not others:
+        if weight == 0:
+            route["route"] = [_entry_for(request.stable_subset, None, template, request)]
+        elif weight == 100:
+            route["route"] = [_entry_for(request.canary_subset, None, template, request)]
+        else:
+            route["route"] = [
+                _entry_for(request.stable_subset, 100 - weight, template, request),
+                _entry_for(request.canary_subset, weight, template, request),
+            ]
+        return out
+    share = sum(_weight_of(e) for e in entries if isinstance(e, dict) and _is_release_entry(e, request))
+    if share <= 0:
+        raise RoutingError(
+            f"VirtualService {_name_of(vs)}: the owned route sends no weight to subset "
+            f"{request.stable_subset!r} of {request.host!r} ({_describe_all(vs)}); nothing to shift"
+        )
+    stable, canary = _split(share, weight)
+    moved = [
+        _entry_for(subset, part, template, request)
+        for subset, part in ((request.stable_subset, stable), (request.canary_subset, canary))
+        if part > 0
+    ]
+    rewritten: list[Any] = []
+    for entry in entries:
+        if isinstance(entry, dict) and _is_release_entry(entry, request):
+            rewritten.extend(moved)
+            moved = []  # the release's entries go where its first one was
+        else:
+            rewritten.append(entry)
+    rewritten.extend(moved)
+    route["route"] = rewritten
     return out
 
 
@@ -266,7 +347,19 @@ def set_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, An
 
 
 def remove_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
-    """Drop the canary match route; a copy of `vs` unchanged if it is not there."""
+    """Drop the canary match route; a copy of `vs` unchanged if it is not there.
+
+    Only a route the release created is removed: when the snapshot recorded with the lock
+    already had a route of that name, it is the user's (preflight refuses such a release, so
+    this guards against a name taken after the lock), and removing it would lose their config.
+    """
+    snapshot = snapshot_of(vs)
+    if snapshot and _has_route_named(snapshot.get("virtualService") or {}, request.canary_route_name):
+        raise RoutingError(
+            f"VirtualService {_name_of(vs)}: an HTTP route named {request.canary_route_name!r} existed "
+            "before this release took its lock, so it is not the release's canary match route and is "
+            "not removed; set canary_route_name to a name no route uses"
+        )
     out = copy.deepcopy(vs)
     spec = out.get("spec")
     if isinstance(spec, dict) and isinstance(spec.get("http"), list):
@@ -276,6 +369,10 @@ def remove_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str,
             if not (isinstance(r, dict) and r.get("name") == request.canary_route_name)
         ]
     return out
+
+
+def _has_route_named(vs: dict[str, Any], name: str) -> bool:
+    return any(isinstance(r, dict) and r.get("name") == name for r in _http_routes(vs))
 
 
 def promote(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
@@ -302,6 +399,18 @@ def restore_owned(
         index = same_name[0]
     out["spec"]["http"][index] = snapshot_route
     return out
+
+
+def written_routes(vs: dict[str, Any], request: ReleaseRequest) -> set[int]:
+    """Indices in spec.http of the routes the release writes: the owned route and its match route.
+
+    Our stricter checks (subsets defined, route order) apply to these; someone else's routes
+    are held only to what Istio itself rejects.
+    """
+    indices = {find_owned_route(vs, request)}
+    indices |= {i for i, r in enumerate(_http_routes(vs))
+                if isinstance(r, dict) and r.get("name") == request.canary_route_name}
+    return indices
 
 
 # --------------------------------------------------------------------------- DestinationRule edits
@@ -346,16 +455,23 @@ def ensure_subsets(dr: dict[str, Any], request: ReleaseRequest) -> dict[str, Any
         (request.stable_subset, request.stable_labels),
         (request.canary_subset, request.canary_labels),
     ):
-        existing = [s for s in subsets if isinstance(s, dict) and s.get("name") == name]
+        existing = [(i, s) for i, s in enumerate(subsets) if isinstance(s, dict) and s.get("name") == name]
         if existing:
-            if existing[0].get("labels") != labels:
+            index, subset = existing[0]
+            if subset.get("labels") != labels:
                 raise SubsetConflictError(
-                    f"DestinationRule {_name_of(dr)} already has subset {name!r} with labels "
-                    f"{existing[0].get('labels')!r}, but the release needs {labels!r}; fix the subset or "
-                    f"choose another name (stable_subset/canary_subset)"
+                    f"DestinationRule {_name_of(dr)} spec.subsets[{index}]: subset {name!r} already exists "
+                    f"with labels {subset.get('labels')!r}, but the release needs {labels!r}; fix the subset "
+                    f"or choose another name (stable_subset/canary_subset)"
                 )
             continue
-        subsets.append({"name": name, "labels": dict(labels)})
+        added: dict[str, Any] = {"name": name, "labels": dict(labels)}
+        stable = next((s for s in subsets if isinstance(s, dict) and s.get("name") == request.stable_subset), None)
+        if name == request.canary_subset and stable is not None and "trafficPolicy" in stable:
+            # Judged under the same policy as stable (outlier detection, pools, TLS), and still
+            # under it once promoted: the subset stays after the release.
+            added["trafficPolicy"] = copy.deepcopy(stable["trafficPolicy"])
+        subsets.append(added)
     if subsets or "subsets" in spec:
         spec["subsets"] = subsets
     return out

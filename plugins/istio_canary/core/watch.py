@@ -23,6 +23,7 @@ from istio_canary.core.judge import (
     needs_extension,
 )
 from istio_canary.core.metrics import (
+    DESTINATION_VERSION,
     AnalysisConfig,
     CounterSnapshot,
     Measurement,
@@ -40,25 +41,28 @@ Action = Literal["continue", "extend", "stop", "finish"]
 
 @dataclass(frozen=True)
 class WatchTarget:
-    """Which service and versions are watched. Names are validated identifiers (no injection)."""
+    """Which service and versions are watched. Names are validated identifiers (no injection).
+    `metric_label` is the Istio label the versions are read from (the request's
+    `metric_version_label`; targets serialized before it existed mean destination_version)."""
 
     service: str
     namespace: str
     stable_version: str
     canary_version: str
+    metric_label: str = DESTINATION_VERSION
 
     @property
     def versions(self) -> tuple[str, str]:
         return (self.canary_version, self.stable_version)
 
     def snapshot_query(self) -> str:
-        return counter_snapshot_query(self.service, self.namespace, self.versions)
+        return counter_snapshot_query(self.service, self.namespace, self.versions, label=self.metric_label)
 
     def freshness_query(self) -> str:
-        return scrape_time_query(self.service, self.namespace, self.versions)
+        return scrape_time_query(self.service, self.namespace, self.versions, label=self.metric_label)
 
     def latency_query(self, window_seconds: int) -> str:
-        return p99_query(self.service, self.namespace, self.versions, window_seconds)
+        return p99_query(self.service, self.namespace, self.versions, window_seconds, label=self.metric_label)
 
     def custom_queries(self, config: AnalysisConfig, window_seconds: int) -> dict[str, dict[str, str]]:
         """metric name -> version -> PromQL, for the user-defined metrics."""
@@ -78,13 +82,14 @@ class WatchTarget:
         versions = (self.stable_version,)
         window = config.baseline_window_seconds
         return (
-            request_count_query(self.service, self.namespace, versions, window),
-            error_count_query(self.service, self.namespace, versions, window),
+            request_count_query(self.service, self.namespace, versions, window, label=self.metric_label),
+            error_count_query(self.service, self.namespace, versions, window, label=self.metric_label),
         )
 
     def to_dict(self) -> dict[str, str]:
         return {"service": self.service, "namespace": self.namespace,
-                "stable_version": self.stable_version, "canary_version": self.canary_version}
+                "stable_version": self.stable_version, "canary_version": self.canary_version,
+                "metric_label": self.metric_label}
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,25 @@ class IstioHook(BaseHook):
         except ObjectNotFoundError:
             return None
 
+    def list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every `kind` object of `namespace`, or of all namespaces when it is None."""
+        plural = PLURALS[kind]
+        if namespace is None:
+            response = self._with_transient_retries(
+                f"list {kind} in all namespaces",
+                lambda: self.custom_objects.list_cluster_custom_object(
+                    GROUP, self.api_version, plural, _request_timeout=self.request_timeout_seconds,
+                ),
+            )
+        else:
+            response = self._with_transient_retries(
+                f"list {kind} in {namespace}",
+                lambda: self.custom_objects.list_namespaced_custom_object(
+                    GROUP, self.api_version, namespace, plural, _request_timeout=self.request_timeout_seconds,
+                ),
+            )
+        return list(response.get("items") or [])
+
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, "apiVersion": f"{GROUP}/{self.api_version}", "kind": kind}
         return self._with_transient_retries(
@@ -245,20 +264,24 @@ class IstioHook(BaseHook):
 
     # -- workloads -----------------------------------------------------------------------
 
-    def service_exists(self, namespace: str, name: str) -> bool:
+    def find_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Service as a dict (raw JSON, as for pods), or None when it does not exist."""
         try:
-            self._with_transient_retries(
+            response = self._with_transient_retries(
                 f"get Service {namespace}/{name}",
                 lambda: self.core_v1.read_namespaced_service(
-                    name, namespace, _request_timeout=self.request_timeout_seconds
+                    name, namespace, _preload_content=False, _request_timeout=self.request_timeout_seconds
                 ),
             )
         except ObjectNotFoundError:
-            return False
-        return True
+            return None
+        return json.loads(response.data)
 
-    def version_pods(self, namespace: str, selector: dict[str, str], version: str) -> VersionPods:
-        """Pods matching `selector`, summarized: how many are Ready with the Envoy sidecar."""
+    def service_exists(self, namespace: str, name: str) -> bool:
+        return self.find_service(namespace, name) is not None
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """Pods matching every label of `selector`, as dicts."""
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         # Raw JSON, not the client's typed models: we need dicts, and the models refuse pods
         # with fields a runtime has not filled in yet (e.g. an empty imageID while starting).
@@ -269,5 +292,8 @@ class IstioHook(BaseHook):
                 _request_timeout=self.request_timeout_seconds,
             ),
         )
-        pods = json.loads(response.data).get("items", [])
-        return summarize_version_pods(version, pods)
+        return list(json.loads(response.data).get("items", []))
+
+    def version_pods(self, namespace: str, selector: dict[str, str], version: str) -> VersionPods:
+        """Pods matching `selector`, summarized: how many are Ready with the Envoy sidecar."""
+        return summarize_version_pods(version, self.list_pods(namespace, selector))

@@ -85,7 +85,9 @@ class _CanaryAnalysisBase(BaseOperator):
     @cached_property
     def target(self) -> WatchTarget:
         req = self.request
-        return WatchTarget(req.service, req.namespace, req.stable_version, req.canary_version)
+        return WatchTarget(
+            req.service, req.namespace, req.stable_version, req.canary_version, req.metric_version_label
+        )
 
     @cached_property
     def hook(self) -> PrometheusHook:
@@ -93,7 +95,9 @@ class _CanaryAnalysisBase(BaseOperator):
 
     def push_graph_link(self, context: Mapping[str, Any]) -> None:
         req = self.request
-        query = error_ratio_graph_query(req.service, req.namespace, (req.canary_version, req.stable_version))
+        query = error_ratio_graph_query(
+            req.service, req.namespace, (req.canary_version, req.stable_version), label=req.metric_version_label
+        )
         url = prometheus_graph_url(self.hook.connection_config()["url"], query)
         context["ti"].xcom_push(key=PrometheusGraphLink().xcom_key, value=url)
         self.log.info("Prometheus graph: %s", url)
@@ -217,7 +221,9 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
         query = self.target.snapshot_query()
         self.log.info("PromQL (counters at window start): %s", query)
         try:
-            snapshot = CounterSnapshot.from_results(self.hook.query(query, at=start), start)
+            snapshot = CounterSnapshot.from_results(
+                self.hook.query(query, at=start), start, label=self.target.metric_label
+            )
         except PrometheusQueryError as error:
             progress, _ = record_missing_data(self.config, progress, f"no data: {error.message}")
             return progress
@@ -229,8 +235,11 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
         window = max(1, int(now - progress.started_at) + 1)
         self.log_queries(window)
         try:
-            snapshot = CounterSnapshot.from_results(self.hook.query(self.target.snapshot_query(), at=now), now)
-            p99 = values_by_version(self.hook.query(self.target.latency_query(window), at=now))
+            label = self.target.metric_label
+            snapshot = CounterSnapshot.from_results(
+                self.hook.query(self.target.snapshot_query(), at=now), now, label=label
+            )
+            p99 = values_by_version(self.hook.query(self.target.latency_query(window), at=now), label=label)
             custom = {
                 name: {version: custom_value(self.hook.query(query, at=now)) for version, query in per_version.items()}
                 for name, per_version in self.target.custom_queries(self.config, window).items()

@@ -14,8 +14,20 @@ from istio_canary.core.lock import (
     with_lock,
     without_own_annotations,
 )
+from istio_canary.core.pods import metric_label_problems, summarize_version_pods
+from istio_canary.core.preflight import (
+    Refusal,
+    ReleaseRefusedError,
+    destination_rule_refusals,
+    other_destination_rule_refusals,
+    other_virtual_service_refusals,
+    pod_selector,
+    service_refusals,
+    unselected_pods_refusal,
+    virtual_service_refusals,
+)
 from istio_canary.core.routing import find_owned_route
-from istio_canary.hooks.istio import ObjectNotFoundError
+from istio_canary.hooks.istio import IstioApiError, ObjectNotFoundError
 from istio_canary.operators.base import IstioReleaseOperator, as_bool, release_holder
 
 
@@ -37,10 +49,17 @@ def _snapshot_copy(obj: dict[str, Any] | None) -> dict[str, Any] | None:
 class IstioPreflightOperator(IstioReleaseOperator):
     """Check that the release can start, take the service's release lock, snapshot routing.
 
-    Checks, all before any write: the VirtualService exists and has exactly one route this
-    release owns; the DestinationRule and the Service exist; pods of both versions are
-    Ready with the istio-proxy sidecar; no other release holds the service. Then takes the
-    lock (one atomic write of the VirtualService's annotations) with the snapshot beside it.
+    Checks, all before any write (core/preflight.py: each configuration is handled or refused
+    naming the object, the field and the fix): the VirtualService, DestinationRule and Service
+    exist; the VirtualService has exactly one route this release owns, whose live traffic is on
+    the stable subset, with no destination of the host lacking a subset and no route already
+    named like the canary match route; no other VirtualService of the namespace routes to the
+    service or claims its host; the DestinationRule can take the subsets, is exported wherever
+    the VirtualService is, and no other rule for the host would hide the canary subset; the
+    Service selects pods of both versions, which are Ready with the istio-proxy sidecar and
+    labelled as Istio's metrics report them; no other release holds the service. Then takes
+    the lock with the snapshot beside it in one read-modify-write, checking the VirtualService
+    again as read there, so the snapshot is exactly the routing the lock was taken on.
     Returns the snapshot (also logged as YAML), so rollback and people can see it.
 
     :param break_stale_lock: take the lock even if another run holds it (for a holder a
@@ -68,45 +87,111 @@ class IstioPreflightOperator(IstioReleaseOperator):
                           finished.at)
             return {"holder": holder, "finished": finished.outcome, "snapshot": None}
 
-        owned = find_owned_route(vs, req)
-        self.log.info("owned route: http[%d] %s", owned, vs["spec"]["http"][owned].get("name", "(unnamed)"))
-
         dr = hook.find("DestinationRule", req.namespace, req.destination_rule)
         if dr is None:
             raise PreflightError(
                 f"DestinationRule {req.namespace}/{req.destination_rule} not found: create it first "
                 "(see include/manifests/reviews-destinationrule.yaml)"
             )
-        if not hook.service_exists(req.namespace, req.service):
+        service = hook.find_service(req.namespace, req.service)
+        if service is None:
             raise PreflightError(f"Service {req.namespace}/{req.service} not found")
 
-        problems = []
-        for version in (req.stable_version, req.canary_version):
-            pods = hook.version_pods(req.namespace, {"app": req.service, req.version_label: version}, version)
-            self.log.info("pods: %s", pods.describe())
-            if not pods.ok:
-                problems.append(pods.describe())
+        refusals = [*service_refusals(service, req), *destination_rule_refusals(dr, req)]
+        basis = self._routing_basis(vs, holder)
+        if basis is not None:
+            refusals += virtual_service_refusals(basis, dr, req)
+        refusals += other_virtual_service_refusals(vs, hook.list("VirtualService", req.namespace), req)
+        refusals += other_destination_rule_refusals(vs, dr, self._rules_of_host(), req)
+        problems: list[str] = []
+        if not service_refusals(service, req):
+            refusals += self._check_pods(service, problems)
+        if refusals:
+            raise ReleaseRefusedError(refusals)
         if problems:
             raise PreflightError("pods not ready for the release: " + "; ".join(problems))
+        owned = find_owned_route(vs, req)
+        self.log.info("owned route: http[%d] %s", owned, vs["spec"]["http"][owned].get("name", "(unnamed)"))
 
-        snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
         current_lock = lock_of(vs)
         if current_lock is not None and current_lock.holder != holder and self._break_stale():
             self._refuse_if_holder_active(context, current_lock.holder)
             self.log.warning("BREAKING the release lock held by %s, as asked (break_stale_lock)",
                              current_lock.describe())
-        result = self.update_virtual_service(
-            context,
-            lambda live: with_lock(live, holder, snapshot, break_stale=self._break_stale()),
-            "take release lock",
-        ) if not self.is_dry_run else None
+
+        def take_lock(live: dict[str, Any]) -> dict[str, Any]:
+            # The snapshot and the checks come from the object this write is based on: an
+            # edit or another release finishing since the first read cannot make it stale.
+            basis = self._routing_basis(live, holder)
+            if basis is not None:
+                found = virtual_service_refusals(basis, dr, req)
+                if found:
+                    raise ReleaseRefusedError(found)
+            snapshot = {"virtualService": _snapshot_copy(live), "destinationRule": _snapshot_copy(dr)}
+            return with_lock(live, holder, snapshot, break_stale=self._break_stale())
+
         if self.is_dry_run:
+            take_lock(vs)
             self.log.info("DRY RUN: would take the release lock for %s", holder)
-        recorded = snapshot_of(result.after) if result is not None else None
-        snapshot = recorded or snapshot
+            snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
+            result = None
+        else:
+            result = self.update_virtual_service(context, take_lock, "take release lock")
+            snapshot = snapshot_of(result.after) if result is not None else None
         self.log.info("snapshot (restored on rollback):\n%s", yaml.safe_dump(snapshot, sort_keys=False))
         return {"holder": holder, "snapshot": snapshot,
                 "resource_version": result.resource_version if result else vs["metadata"]["resourceVersion"]}
+
+    def _routing_basis(self, vs: dict[str, Any], holder: str) -> dict[str, Any] | None:
+        """The VirtualService whose routing the release starts from, to check; None: nothing to check.
+
+        Held by this run: the checks passed when it took the lock (traffic has moved since).
+        Held by another release: the lock refuses (unless broken: then the stale release's
+        snapshot, the routing from before it touched anything, is what this release starts from).
+        """
+        current = lock_of(vs)
+        if current is None:
+            return vs
+        if current.holder == holder or not self._break_stale():
+            return None
+        recorded = snapshot_of(vs)
+        return (recorded or {}).get("virtualService") or vs
+
+    def _rules_of_host(self) -> list[dict[str, Any]]:
+        """DestinationRules in every namespace (clients' own rules for the host take precedence)."""
+        req = self.request
+        try:
+            return self.hook.list("DestinationRule", None)
+        except IstioApiError as exc:
+            if exc.status != 403:
+                raise
+            raise ReleaseRefusedError([Refusal(
+                "DestinationRule */*", "(list in all namespaces)",
+                f"the pipeline may not list DestinationRules in all namespaces ({exc}), so it cannot see a "
+                f"client namespace's rule for {req.fqdn} that would hide the canary subset",
+                "grant the cluster-wide read in include/manifests/rbac.yaml (ClusterRole "
+                "istio-canary-read-destinationrules)",
+            )]) from exc
+
+    def _check_pods(self, service: dict[str, Any], problems: list[str]) -> list[Refusal]:
+        """Pods of both versions among the Service's endpoints, Ready with the sidecar, and
+        labelled so Istio's metrics report their version."""
+        req, hook = self.request, self.hook
+        refusals = []
+        for version in (req.stable_version, req.canary_version):
+            pods = hook.list_pods(req.namespace, pod_selector(service, req.version_label, version))
+            if not pods:
+                labelled = hook.list_pods(req.namespace, {req.version_label: version})
+                refusals.append(unselected_pods_refusal(service, version, labelled, req))
+                continue
+            summary = summarize_version_pods(version, pods)
+            self.log.info("pods: %s", summary.describe())
+            if not summary.ok:
+                problems.append(summary.describe())
+            for problem in metric_label_problems(pods, version, req.version_label):
+                refusals.append(Refusal(f"Pod {req.namespace}/*", f"metadata.labels ({version})", problem,
+                                        "label the pods as the problem says"))
+        return refusals
 
     def guarded(self, context: Mapping[str, Any], edit: Any) -> Any:
         # Taking the lock is this operator's own write: no holder check before it.

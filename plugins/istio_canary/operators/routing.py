@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
-from istio_canary.core.lock import NotLockHolderError, finished, snapshot_of
+from istio_canary.core.lock import NotLockHolderError, finished, outcome_of, snapshot_of
 from istio_canary.core.routing import (
     RoutingPlan,
     apply_plan,
@@ -14,7 +14,9 @@ from istio_canary.core.routing import (
     plan_for_step,
     promote,
     restore_owned,
+    restore_subsets,
     routing_state,
+    written_routes,
 )
 from istio_canary.hooks.istio import WriteResult
 from istio_canary.operators.base import Edit, IstioReleaseOperator, NoReleaseError, release_holder
@@ -75,7 +77,8 @@ class _VirtualServiceRoutingOperator(IstioReleaseOperator):
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
             desired = apply_plan(vs, req, plan)
-            validate_virtual_service(desired, dr)
+            validate_virtual_service(desired, dr, written_routes=written_routes(desired, req),
+                                     mesh_domain=req.mesh_domain)
             return desired
 
         return edit
@@ -134,7 +137,8 @@ class IstioPromoteOperator(IstioReleaseOperator):
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
             desired = promote(vs, req)
-            validate_virtual_service(desired, dr)
+            validate_virtual_service(desired, dr, written_routes=written_routes(desired, req),
+                                     mesh_domain=req.mesh_domain)
             return desired if self.is_dry_run or not self.require_lock else finished(desired, holder, "promoted")
 
         result = self.update_virtual_service(context, edit, f"promote {req.canary_version}")
@@ -142,7 +146,9 @@ class IstioPromoteOperator(IstioReleaseOperator):
 
 
 class IstioRollbackOperator(IstioReleaseOperator):
-    """Put the owned route back as the snapshot had it, remove the canary route, release the lock.
+    """Put the owned route back as the snapshot had it, remove the canary route, release the lock,
+    then remove from the DestinationRule the subsets the release added (both objects end as
+    the snapshot had them, but for edits others made meanwhile).
 
     Edits other people made to other routes during the release stay. A rollback re-run, or a
     rollback after the release was promoted, changes nothing and says so.
@@ -168,10 +174,13 @@ class IstioRollbackOperator(IstioReleaseOperator):
         holder = release_holder(context)
         self.log.info("rolling back %s/%s: %s", req.namespace, req.virtual_service, self.reason or "(no reason)")
 
+        used: dict[str, Any] = {}
+
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
             recorded = snapshot_of(vs) or (dict(self.snapshot) if self.snapshot else None)
             if not recorded or not recorded.get("virtualService"):
                 raise NotLockHolderError("no snapshot recorded: routing was never changed by this release")
+            used["snapshot"] = recorded
             restored = restore_owned(vs, recorded["virtualService"], req)
             return restored if self.is_dry_run or not self.require_lock else finished(restored, holder, "rolled_back")
 
@@ -180,7 +189,31 @@ class IstioRollbackOperator(IstioReleaseOperator):
         except Exception as exc:
             self._say_where_traffic_is(context, exc)
             raise
+        if result is not None or self._rolled_back_by(holder):
+            # Routing first, subsets after: a subset removed while a route still used it would 503.
+            self._restore_destination_rule(used.get("snapshot") or self.snapshot, result)
         return _summary(result, req)
+
+    def _rolled_back_by(self, holder: str) -> bool:
+        """This run's rollback already restored routing (a re-run): finish the DestinationRule too."""
+        req = self.request
+        done = outcome_of(self.hook.get_virtual_service(req.namespace, req.virtual_service))
+        return done is not None and done.holder == holder and done.outcome == "rolled_back"
+
+    def _restore_destination_rule(self, snapshot: Mapping[str, Any] | None, result: WriteResult | None) -> None:
+        """Remove the subsets this release added (kept: any the VirtualService still routes to)."""
+        req = self.request
+        if not snapshot or not snapshot.get("destinationRule"):
+            self.log.info("rollback: no DestinationRule snapshot: subsets left as they are")
+            return
+        routing = result.after if result is not None else self.hook.get_virtual_service(
+            req.namespace, req.virtual_service)
+        dr_result = self.hook.update(
+            "DestinationRule", req.namespace, req.destination_rule,
+            lambda dr: restore_subsets(dr, snapshot["destinationRule"], req, keep_referenced_by=routing),
+            dry_run=self.is_dry_run,
+        )
+        self.log_write(dr_result, "rollback: remove the subsets the release added")
 
     def _say_where_traffic_is(self, context: Mapping[str, Any], error: Exception) -> None:
         """After a failed try: where traffic goes now, read back from the cluster. Before the

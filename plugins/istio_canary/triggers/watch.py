@@ -41,7 +41,7 @@ class CanaryWatchTrigger(BaseTrigger):
     """
     :param prometheus: `PrometheusHook.connection_config()` (url, headers, verify, timeout).
         Holds credentials: Airflow stores trigger kwargs encrypted; never logged here.
-    :param target: `WatchTarget.to_dict()`.
+    :param target: `WatchTarget.to_dict()` (with its metric label; without one, destination_version).
     :param analysis: `AnalysisConfig.to_dict()`.
     :param started_at: epoch seconds the bake started (the step's route was set).
     :param judge_state: the judge's state from the previous step, if any.
@@ -106,9 +106,11 @@ class CanaryWatchTrigger(BaseTrigger):
         try:
             at = time.time()
             snapshot = CounterSnapshot.from_results(
-                await aquery(self.prometheus, target.snapshot_query(), at), at
+                await aquery(self.prometheus, target.snapshot_query(), at), at, label=target.metric_label
             )
-            p99 = values_by_version(await aquery(self.prometheus, target.latency_query(window), at))
+            p99 = values_by_version(
+                await aquery(self.prometheus, target.latency_query(window), at), label=target.metric_label
+            )
             custom = {
                 name: {version: custom_value(await aquery(self.prometheus, query, at))
                        for version, query in per_version.items()}
@@ -153,6 +155,8 @@ class CanaryWatchTrigger(BaseTrigger):
         except PrometheusQueryError as error:
             self.log.warning("no pre-release history: %s", error)
             return None
-        stable = measurements_from_results([target.stable_version], requests, errors)[target.stable_version]
+        stable = measurements_from_results(
+            [target.stable_version], requests, errors, label=target.metric_label
+        )[target.stable_version]
         return stable if stable.counts_valid and stable.requests > 0 else None
 
