@@ -66,11 +66,14 @@ def test_healthy_weighted_release_is_promoted(mesh: Any, run_release: Any) -> No
 def test_canary_with_errors_is_rolled_back_during_step_10(mesh: Any, run_release: Any) -> None:
     mesh.set_behaviour("v1", error_rate=0.005)
     mesh.set_behaviour("v2", error_rate=0.05)
-    before = vs_of(mesh)
+    before, before_dr = vs_of(mesh), dr_of(mesh)
     result = run_release({**RELEASE, **FAST, "bake_seconds": 60})
     assert result.state == "failed", result.output[-5000:]
     vs = vs_of(mesh)
     assert vs["spec"] == before["spec"]
+    # The subset v2 the release added is gone again: both objects are as they were.
+    assert dr_of(mesh)["spec"] == before_dr["spec"]
+    assert "rollback: remove the subsets the release added: wrote DestinationRule bookinfo/reviews" in result.output
     assert lock_of(vs) is None and outcome_of(vs).outcome == "rolled_back"
     assert "stopped EARLY" in result.output
     assert "ROLLED_BACK: step_10: fail" in result.output

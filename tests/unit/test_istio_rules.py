@@ -13,7 +13,7 @@ import yaml
 
 from istio_canary.core.istio_rules import (
     IstioValidationError,
-    _canonical_host,
+    canonical_host,
     validate_destination_rule,
     validate_virtual_service,
 )
@@ -142,7 +142,7 @@ def test_written_route_indices_outside_the_list_are_ignored() -> None:
     ],
 )
 def test_only_dot_free_short_names_are_expanded(host: str, expected: str) -> None:
-    assert _canonical_host(host, "bookinfo") == expected
+    assert canonical_host(host, "bookinfo") == expected
 
 
 def test_reviews_dot_namespace_is_not_the_reviews_service() -> None:

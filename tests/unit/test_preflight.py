@@ -203,3 +203,22 @@ def test_the_error_lists_every_refusal() -> None:
                                           "- Service a/b spec.selector: empty. Fix: add one"]
     with pytest.raises(ValueError):  # a RoutingError: callers catching those see it too
         raise error
+
+
+def test_a_stable_subset_the_destination_rule_does_not_define_is_refused() -> None:
+    refusal = only(destination_rule_refusals(dr(None, trafficPolicy={"tls": {"mode": "ISTIO_MUTUAL"}}), request()))
+    assert (refusal.object, refusal.field) == ("DestinationRule bookinfo/reviews", "spec.subsets")
+    assert "503 today" in refusal.problem and "add subset 'v1'" in refusal.fix
+
+
+def test_a_delegate_no_virtual_service_delegates_to_is_refused() -> None:
+    delegate = vs([DEFAULT])
+    delegate["spec"].pop("hosts")
+    refusal = only(other_virtual_service_refusals(delegate, [], request()))
+    assert refusal.field == "spec.hosts" and "not in force" in refusal.problem
+
+
+def test_a_two_label_host_gets_the_spelling_fix() -> None:
+    refusal = only(virtual_service_refusals(vs([DEFAULT]), DR, request(host="reviews.bookinfo")))
+    assert refusal.field == "spec.http"
+    assert "set host to 'reviews' or to its FQDN 'reviews.bookinfo.svc.cluster.local'" in refusal.fix

@@ -22,6 +22,7 @@ from tools.realworld_table import (
     CORPUS_DIR,
     END_MARKER,
     KNOWN_TAGS,
+    REPO,
     REQUIRED_TAGS,
     RESULTS,
     START_MARKER,
@@ -216,3 +217,9 @@ def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_corpus_dir_is_the_fixtures_folder() -> None:
     assert CORPUS_DIR.parts[-3:] == ("tests", "fixtures", "realworld") and FILES
+
+
+def test_the_readme_table_is_the_corpus() -> None:
+    """README.md's table is generated from the corpus: a changed case must be regenerated."""
+    assert main(["--check", str(REPO / "README.md")]) == 0, (
+        "README.md's real-world table is stale: run `python -m tools.realworld_table --write README.md`")

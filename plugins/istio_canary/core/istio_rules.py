@@ -89,7 +89,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _canonical_host(host: str, namespace: str | None, mesh_domain: str = DEFAULT_MESH_DOMAIN) -> str:
+def canonical_host(host: str, namespace: str | None, mesh_domain: str = DEFAULT_MESH_DOMAIN) -> str:
     """The host as Istio resolves it: only a dot-free short name gains `.<ns>.svc.<domain>`."""
     if host == "*" or "." in host or _is_ip(host) or namespace is None:
         return host
@@ -99,7 +99,7 @@ def _canonical_host(host: str, namespace: str | None, mesh_domain: str = DEFAULT
 def _same_host(
     a: str, a_ns: str | None, b: str, b_ns: str | None, mesh_domain: str = DEFAULT_MESH_DOMAIN
 ) -> bool:
-    return _canonical_host(a, a_ns, mesh_domain) == _canonical_host(b, b_ns, mesh_domain)
+    return canonical_host(a, a_ns, mesh_domain) == canonical_host(b, b_ns, mesh_domain)
 
 
 def _present(value: Any) -> bool:

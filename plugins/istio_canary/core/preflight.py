@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from istio_canary.core.istio_rules import canonical_host
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingError,
@@ -145,10 +146,20 @@ def virtual_service_refusals(
     try:
         owned = find_owned_route(vs, request)
     except RoutingError as exc:
-        refusals.append(Refusal(name, "spec.http", str(exc), "set route_name to the route the release owns"))
+        fix = host_spelling_fix(request) or "set route_name to the route the release owns"
+        refusals.append(Refusal(name, "spec.http", str(exc), fix))
         return refusals
     refusals.extend(_live_traffic_refusals(vs, owned, dr, request))
     return refusals
+
+
+def host_spelling_fix(request: ReleaseRequest) -> str | None:
+    """The fix when `host` looks like a spelling of the service that Istio does not expand."""
+    if request.host != request.service and request.host != request.fqdn \
+            and request.host.startswith(f"{request.service}.") and request.fqdn.startswith(f"{request.host}."):
+        return (f"set host to {request.service!r} or to its FQDN {request.fqdn!r}: Istio expands only dot-free "
+                f"short names, so {request.host!r} is another host")
+    return None
 
 
 def _live_traffic_refusals(
@@ -209,7 +220,16 @@ def destination_rule_refusals(dr: dict[str, Any], request: ReleaseRequest) -> li
                         "fix that subset's labels, or set stable_subset/canary_subset to another name")]
     except RoutingError as exc:
         return [Refusal(object_name("DestinationRule", dr), "spec.host", str(exc),
-                        "set destination_rule to the rule of the release's host")]
+                        host_spelling_fix(request) or "set destination_rule to the rule of the release's host")]
+    defined = {sub.get("name") for sub in _spec(dr).get("subsets") or [] if isinstance(sub, dict)}
+    if request.stable_subset not in defined:
+        return [Refusal(
+            object_name("DestinationRule", dr), "spec.subsets",
+            f"defines no subset {request.stable_subset!r}, which the owned route sends its traffic to: Envoy "
+            "answers those requests 503 today, and a rollback could not give back working routing",
+            f"add subset {request.stable_subset!r} (labels {request.version_label}: {request.stable_version}) "
+            "to the DestinationRule, then release",
+        )]
     return []
 
 
@@ -221,15 +241,10 @@ def _applies_to_mesh(vs: dict[str, Any]) -> bool:
     return not gateways or "mesh" in gateways
 
 
-def _resolve_host(host: str, namespace: str, request: ReleaseRequest) -> str:
-    """As Istio does: only a dot-free name is short for a service of the object's namespace."""
-    return host if "." in host else f"{host}.{namespace}.svc.{request.mesh_domain}"
-
-
 def _covers_service(host: Any, namespace: str, request: ReleaseRequest) -> bool:
     if not isinstance(host, str):
         return False
-    resolved = _resolve_host(host, namespace, request)
+    resolved = canonical_host(host, namespace, request.mesh_domain)
     return resolved == request.fqdn or (resolved.startswith("*") and fnmatch.fnmatch(request.fqdn, resolved))
 
 
@@ -239,10 +254,17 @@ def other_virtual_service_refusals(
     """Other VirtualServices of the namespace that route to the service or claim its host."""
     refusals = []
     release_name = (release_vs.get("metadata") or {}).get("name")
+    others = [vs for vs in others if (vs.get("metadata") or {}).get("name") != release_name]
+    roots = [vs for vs in others if _delegates_to(vs, release_name, request.namespace)]
+    if not _spec(release_vs).get("hosts") and not roots:
+        refusals.append(Refusal(
+            object_name("VirtualService", release_vs), "spec.hosts",
+            "it has no hosts (a delegate) and no VirtualService of the namespace delegates to it, so its routes "
+            "are not in force: moving them would move no traffic",
+            "set virtual_service to the VirtualService that routes the service's traffic",
+        ))
     for vs in others:
         meta = vs.get("metadata") or {}
-        if meta.get("name") == release_name:
-            continue
         name = object_name("VirtualService", vs)
         routed = host_destinations(vs, request)
         if routed:
@@ -260,6 +282,8 @@ def other_virtual_service_refusals(
                 "with its own run (virtual_service=" + str(meta.get("name")) + ")",
             ))
             continue
+        if vs in roots:
+            continue  # it hands the host's traffic to the release's VirtualService
         if _applies_to_mesh(vs) and _applies_to_mesh(release_vs):
             for i, host in enumerate(_spec(vs).get("hosts") or []):
                 if _covers_service(host, str(meta.get("namespace") or request.namespace), request):
@@ -272,6 +296,16 @@ def other_virtual_service_refusals(
                     ))
                     break
     return refusals
+
+
+def _delegates_to(vs: dict[str, Any], name: str, namespace: str) -> bool:
+    own = (vs.get("metadata") or {}).get("namespace") or namespace
+    for route in _routes(vs, "http"):
+        delegate = route.get("delegate") if isinstance(route, dict) else None
+        if isinstance(delegate, dict) and delegate.get("name") == name \
+                and (delegate.get("namespace") or own) == namespace:
+            return True
+    return False
 
 
 def _export_namespaces(obj: dict[str, Any], own: str) -> set[str] | None:

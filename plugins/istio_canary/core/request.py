@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
+from istio_canary.core.istio_rules import DEFAULT_MESH_DOMAIN
 from istio_canary.core.metrics import metric_label_for
 from istio_canary.core.validation import (
     ValidationError,
@@ -44,7 +45,6 @@ Strategy = Literal["weighted", "header", "cookie"]
 STRATEGIES: tuple[str, ...] = ("weighted", "header", "cookie")
 ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
-DEFAULT_MESH_DOMAIN = "cluster.local"
 # `canary=true` as a whole cookie (Envoy matches the whole Cookie header): `.*canary=true.*`
 # would also take `notcanary=true` and `canary=true2`.
 DEFAULT_COOKIE_REGEX = r"^(.*;\s*)?canary=true(;.*)?$"
