@@ -119,6 +119,10 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
                                          "up with another). Istio expands a short host such as reviews to "
                                          "reviews.<namespace>.svc.<mesh domain>; names with a dot stay as written.",
                              section=SAFETY),
+        "virtual_services": Param([], type="array", items={"type": "string"}, title="Move with it",
+                                  description="Other VirtualServices of the namespace routing to the service "
+                                              "(e.g. an ingress-gateway one), moved in the same steps; each "
+                                              "keeps everything but its owned route.", section=SAFETY),
         "route_name": Param(None, type=["string", "null"], title="Owned route name",
                             description="The HTTP route the release edits; default: the host's catch-all route.",
                             section=SAFETY),

@@ -121,3 +121,42 @@ def test_a_route_named_like_the_canary_match_route_is_refused_before_any_write(
     vs, dr = objects(world)
     assert (vs["spec"], dr["spec"]) == (before_vs["spec"], before_dr["spec"])
     assert lock_of(vs) is None
+
+
+def test_an_ingress_virtual_service_moved_with_the_release_is_promoted_and_rolled_back_with_it(
+    world: Any, airflow_home: Any
+) -> None:
+    configure(world, [{"name": "default", "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}])
+    static = {"name": "static", "match": [{"uri": {"prefix": "/static"}}],
+              "route": [{"destination": {"host": "assets.bookinfo.svc.cluster.local"}}]}
+    ingress = {"apiVersion": f"{GROUP}/v1", "kind": "VirtualService",
+               "metadata": {"name": "reviews-ingress", "namespace": NS},
+               "spec": {"hosts": ["reviews.example.com"], "gateways": ["bookinfo/bookinfo-gateway"],
+                        "http": [static, {"name": "reviews", "route": [
+                            {"destination": {"host": "reviews.bookinfo.svc.cluster.local", "subset": "v1"}}]}]}}
+    world.api.create_namespaced_custom_object(GROUP, "v1", NS, "virtualservices", ingress)
+
+    def ingress_now() -> dict[str, Any]:
+        return world.api.get_namespaced_custom_object(GROUP, "v1", NS, "virtualservices", "reviews-ingress")
+
+    alone = run(world, airflow_home, RELEASE)
+    assert alone.state == "failed" and "add 'reviews-ingress' to virtual_services" in alone.output
+
+    result = run(world, airflow_home, {**RELEASE, "virtual_services": ["reviews-ingress"]})
+
+    assert result.state == "success", result.output[-5000:]
+    moved = ingress_now()
+    assert moved["spec"]["http"] == [static, {"name": "reviews", "route": [
+        {"destination": {"host": "reviews.bookinfo.svc.cluster.local", "subset": "v2"}}]}]
+    assert lock_of(moved) is None and outcome_of(moved).outcome == "promoted"
+    assert "set route: 10% canary: wrote VirtualService bookinfo/reviews-ingress" in result.output
+
+    # A failing canary: both VirtualServices go back to v1.
+    configure(world, [{"name": "default", "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}])
+    world.api.create_namespaced_custom_object(GROUP, "v1", NS, "virtualservices", ingress)
+    before = ingress_now()
+    world.set_behaviour("v2", error_rate=0.3)
+    failed = run(world, airflow_home, {**RELEASE, "virtual_services": ["reviews-ingress"], "bake_seconds": 20})
+    assert failed.state == "failed", failed.output[-5000:]
+    assert ingress_now()["spec"] == before["spec"]
+    assert outcome_of(ingress_now()).outcome == "rolled_back"

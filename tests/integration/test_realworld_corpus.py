@@ -274,6 +274,8 @@ class Release:
         self.route_name: str | None = p.get("route_name")
         self.canary_route_name: str = p.get("canary_route_name") or f"{self.service}-canary"
         self.vs_name: str = p.get("virtual_service") or self.service
+        # The release's VirtualService first, then the ones it moves with it (virtual_services).
+        self.vs_names: list[str] = [self.vs_name, *(p.get("virtual_services") or [])]
         self.dr_name: str = p.get("destination_rule") or self.service
         self.steps: tuple[int, ...] = tuple(int(s) for s in p.get("steps") or DEFAULT_STEPS)
         self.context = {"dag": SimpleNamespace(dag_id="istio_canary_release"), "run_id": self.run_id}
@@ -295,37 +297,39 @@ class Release:
         except Exception as exc:
             pytest.fail(f"{self.case.name}: {stage} raised {type(exc).__name__}: {exc}")
 
-    # -- the originals
+    # -- the originals (of the release's VirtualService, or of `name`, one moved with it)
+    def vs0_of(self, name: str | None = None) -> dict[str, Any]:
+        return self.baseline[("VirtualService", name or self.vs_name)]
+
     @property
     def vs0(self) -> dict[str, Any]:
-        return self.baseline[("VirtualService", self.vs_name)]
+        return self.vs0_of()
 
     @property
     def dr0(self) -> dict[str, Any]:
         return self.baseline[("DestinationRule", self.dr_name)]
 
-    @property
-    def http0(self) -> list[dict[str, Any]]:
-        return list(self.vs0["spec"].get("http") or [])
+    def http0(self, name: str | None = None) -> list[dict[str, Any]]:
+        return list(self.vs0_of(name)["spec"].get("http") or [])
 
-    @property
-    def owned_index(self) -> int:
-        """The route the release owns in the original: by route_name, else the single catch-all."""
-        http = self.http0
-        if self.route_name:
-            found = [i for i, r in enumerate(http) if r.get("name") == self.route_name]
+    def owned_index(self, name: str | None = None) -> int:
+        """The route the release owns in the original: by route_name (in a VirtualService moved
+        with the release, where it has a route of that name), else the single catch-all."""
+        http = self.http0(name)
+        named = [i for i, r in enumerate(http) if self.route_name and r.get("name") == self.route_name]
+        primary = (name or self.vs_name) == self.vs_name
+        if named or (primary and self.route_name):
+            found = named
         else:
             found = [i for i, r in enumerate(http) if not r.get("match") and "route" in r]
         assert len(found) == 1, f"harness: case {self.case.name} needs one owned route, found {found}"
         return found[0]
 
-    @property
-    def owned0(self) -> dict[str, Any]:
-        return self.http0[self.owned_index]
+    def owned0(self, name: str | None = None) -> dict[str, Any]:
+        return self.http0(name)[self.owned_index(name)]
 
-    @property
-    def stable_destination(self) -> dict[str, Any]:
-        found = [e for e in _entries(self.owned0) if _subset(e) == self.stable]
+    def stable_destination(self, name: str | None = None) -> dict[str, Any]:
+        found = [e for e in _entries(self.owned0(name)) if _subset(e) == self.stable]
         assert len(found) == 1, f"harness: case {self.case.name}: the owned route needs one {self.stable} entry"
         return found[0]["destination"]
 
@@ -334,7 +338,8 @@ class Release:
         """Every object but the release's VirtualService and DestinationRule as created; none added."""
         problems = []
         for (kind, name), before in self.baseline.items():
-            if (kind, name) in (("VirtualService", self.vs_name), ("DestinationRule", self.dr_name)):
+            if (kind == "VirtualService" and name in self.vs_names) or (kind, name) == (
+                    "DestinationRule", self.dr_name):
                 continue
             now = read(self.api, kind, self.namespace, name)
             if now is None:
@@ -351,9 +356,10 @@ class Release:
         return problems
 
     def check_vs_unchanged(self, vs: dict[str, Any]) -> list[str]:
-        if user_view(vs) != user_view(self.vs0):
-            return [f"VirtualService {self.namespace}/{self.vs_name} is not as created: "
-                    f"{_json(user_view(self.vs0))} -> {_json(user_view(vs))}"]
+        name = vs["metadata"]["name"]
+        if user_view(vs) != user_view(self.vs0_of(name)):
+            return [f"VirtualService {self.namespace}/{name} is not as created: "
+                    f"{_json(user_view(self.vs0_of(name)))} -> {_json(user_view(vs))}"]
         return []
 
     def check_dr_unchanged(self, dr: dict[str, Any]) -> list[str]:
@@ -400,12 +406,14 @@ class Release:
         """The owned route at `weight`% canary of the stable's share; everything else as created.
         `match_route`: the canary match route must be there (True), absent (False), either (None)."""
         problems: list[str] = []
-        name = f"VirtualService {self.namespace}/{self.vs_name}"
-        spec0, spec = self.vs0["spec"], vs["spec"]
+        vs_name = vs["metadata"]["name"]
+        name = f"VirtualService {self.namespace}/{vs_name}"
+        vs0 = self.vs0_of(vs_name)
+        spec0, spec = vs0["spec"], vs["spec"]
         for key in sorted(set(spec0) | set(spec)):
             if key != "http" and spec0.get(key) != spec.get(key):
                 problems.append(f"{name} spec.{key} changed: {_json(spec0.get(key))} -> {_json(spec.get(key))}")
-        meta0, meta = user_view(self.vs0) or {}, user_view(vs) or {}
+        meta0, meta = user_view(vs0) or {}, user_view(vs) or {}
         for key in ("labels", "annotations"):
             if meta0[key] != meta[key]:
                 problems.append(f"{name} metadata.{key} changed: {_json(meta0[key])} -> {_json(meta[key])}")
@@ -418,11 +426,12 @@ class Release:
             problems.append(f"{name} has no canary match route {self.canary_route_name!r} at {weight}%")
         if match_route is False and canary_route is not None:
             problems.append(f"{name} still has the canary match route: {_json(canary_route)}")
-        owned = self.owned_index
-        if len(http) != len(self.http0):
+        owned = self.owned_index(vs_name)
+        http0 = self.http0(vs_name)
+        if len(http) != len(http0):
             return [*problems, f"{name} has {len(http)} http routes besides the canary match route, "
-                               f"expected {len(self.http0)}: {_json(http)}"]
-        for i, (route0, route) in enumerate(zip(self.http0, http, strict=True)):
+                               f"expected {len(http0)}: {_json(http)}"]
+        for i, (route0, route) in enumerate(zip(http0, http, strict=True)):
             if i != owned and route0 != route:
                 problems.append(f"{name} http route {i} ({route0.get('name', 'unnamed')}) changed: "
                                 f"{_json(route0)} -> {_json(route)}")
@@ -430,14 +439,14 @@ class Release:
             if at[0] != owned:
                 problems.append(f"{name} canary match route is at http[{at[0]}], not right before the "
                                 f"owned route (http[{owned}] originally)")
-            problems += self._check_canary_route(canary_route)
-        problems += self._check_owned(http[owned], weight)
+            problems += self._check_canary_route(canary_route, vs_name)
+        problems += self._check_owned(http[owned], weight, vs_name)
         return problems
 
-    def _check_owned(self, route: dict[str, Any], weight: int) -> list[str]:
+    def _check_owned(self, route: dict[str, Any], weight: int, vs_name: str) -> list[str]:
         problems = []
-        label = f"owned route at {weight}%"
-        route0 = self.owned0
+        label = f"owned route of {vs_name} at {weight}%"
+        route0 = self.owned0(vs_name)
         rest0 = {k: v for k, v in route0.items() if k != "route"}
         rest = {k: v for k, v in route.items() if k != "route"}
         if rest0 != rest:
@@ -458,16 +467,16 @@ class Release:
                             f"{stable_share - want_canary:g}% / {want_canary:g}% of the stable's "
                             f"{stable_share:g}%: {_json(entries)}")
         explicit = (self.case.expect.get("canary_weights") or {}).get(weight)
-        if explicit is not None:
+        if explicit is not None and vs_name == self.vs_name:
             got = {k: v for k, v in shares.items() if v or k in explicit}
             if {k: float(v) for k, v in explicit.items() if v or k in got} != got:
                 problems.append(f"{label}: shares {got}, expected {explicit}")
-        problems += self._check_our_destinations(label, [e for e in entries if _subset(e) in ours])
+        problems += self._check_our_destinations(label, [e for e in entries if _subset(e) in ours], vs_name)
         return problems
 
-    def _check_our_destinations(self, label: str, entries: list[dict[str, Any]]) -> list[str]:
+    def _check_our_destinations(self, label: str, entries: list[dict[str, Any]], vs_name: str) -> list[str]:
         """Destinations the release writes keep the stable's host spelling and port selector."""
-        stable = self.stable_destination
+        stable = self.stable_destination(vs_name)
         problems = []
         for entry in entries:
             dest = entry.get("destination") or {}
@@ -476,15 +485,15 @@ class Release:
                                 f"{stable.get('host')!r} and port {_json(stable.get('port'))}")
         return problems
 
-    def _check_canary_route(self, route: dict[str, Any]) -> list[str]:
+    def _check_canary_route(self, route: dict[str, Any], vs_name: str) -> list[str]:
         problems = []
         label = f"canary match route {self.canary_route_name!r}"
         entries = _entries(route)
         if not entries or any(_subset(e) != self.canary for e in entries):
             problems.append(f"{label} does not send only to subset {self.canary!r}: {_json(entries)}")
-        problems += self._check_our_destinations(label, entries)
+        problems += self._check_our_destinations(label, entries, vs_name)
         key = "cookie" if self.strategy == "cookie" else self.case.params.get("header_name") or "user-agent"
-        owned_matches = self.owned0.get("match") or [{}]
+        owned_matches = self.owned0(vs_name).get("match") or [{}]
         matches = route.get("match") or []
         if len(matches) != len(owned_matches):
             return [*problems, f"{label} has {len(matches)} match entries, the owned route {len(owned_matches)}"]
@@ -521,7 +530,7 @@ class Release:
 
     def check_writes(self) -> list[str]:
         """Only the release's VirtualService and DestinationRule were written, and only updated."""
-        allowed = {("virtualservices", self.vs_name), ("destinationrules", self.dr_name)}
+        allowed = {("destinationrules", self.dr_name)} | {("virtualservices", n) for n in self.vs_names}
         return [
             f"write outside the release: {w['verb']} {w['resource']} {self.namespace}/{w.get('name')}"
             for w in self.api.writes_since(self.namespace, self.started)
@@ -531,15 +540,21 @@ class Release:
     def owned_now(self, vs: dict[str, Any]) -> dict[str, Any] | None:
         """The owned route in `vs`: by its name when it has one, else at its original index."""
         http = [r for r in vs["spec"].get("http") or [] if r.get("name") != self.canary_route_name]
-        name = self.owned0.get("name")
+        name = self.owned0().get("name")
         if name:
             return next((r for r in http if r.get("name") == name), None)
-        return http[self.owned_index] if self.owned_index < len(http) else None
+        return http[self.owned_index()] if self.owned_index() < len(http) else None
 
-    def vs(self) -> dict[str, Any]:
-        found = read(self.api, "VirtualService", self.namespace, self.vs_name)
-        assert found is not None, f"VirtualService {self.namespace}/{self.vs_name} is gone"
+    def vs(self, name: str | None = None) -> dict[str, Any]:
+        found = read(self.api, "VirtualService", self.namespace, name or self.vs_name)
+        assert found is not None, f"VirtualService {self.namespace}/{name or self.vs_name} is gone"
         return found
+
+    def all_vs_at(self, weight: int, match_route: bool | None) -> list[str]:
+        return [p for n in self.vs_names for p in self.check_vs_at(self.vs(n), weight, match_route)]
+
+    def all_vs_unchanged(self) -> list[str]:
+        return [p for n in self.vs_names for p in self.check_vs_unchanged(self.vs(n))]
 
     def dr(self) -> dict[str, Any]:
         found = read(self.api, "DestinationRule", self.namespace, self.dr_name)
@@ -623,17 +638,16 @@ def test_promotion(case: Case, release_of: Any) -> None:
     except Exception as exc:
         pytest.fail(f"{case.name}: params refused: {type(exc).__name__}: {exc}")
     release.run("preflight", IstioPreflightOperator)
-    release.expect_fine("preflight", release.check_vs_unchanged(release.vs()) + release.check_dr_unchanged(release.dr()))
+    release.expect_fine("preflight", release.all_vs_unchanged() + release.check_dr_unchanged(release.dr()))
     release.run("destination rule", IstioDestinationRuleOperator)
-    release.expect_fine("destination rule",
-                        release.check_vs_unchanged(release.vs()) + release.check_dr_with_subsets(release.dr()))
+    release.expect_fine("destination rule", release.all_vs_unchanged() + release.check_dr_with_subsets(release.dr()))
     for weight in release.steps:
         release.run(f"step {weight}", IstioTrafficShiftOperator, canary_weight=weight)
-        release.expect_fine(f"step {weight}", release.check_vs_at(release.vs(), weight, _match_route_at(release, weight))
+        release.expect_fine(f"step {weight}", release.all_vs_at(weight, _match_route_at(release, weight))
                             + release.check_dr_with_subsets(release.dr()))
     release.run("promote", IstioPromoteOperator)
     vs = release.vs()
-    problems = release.check_vs_at(vs, 100, match_route=False) + release.check_dr_with_subsets(release.dr())
+    problems = release.all_vs_at(100, match_route=False) + release.check_dr_with_subsets(release.dr())
     pinned = case.expect.get("promoted_owned_route")
     if pinned is not None:
         owned = release.owned_now(vs)
@@ -653,8 +667,8 @@ def test_rollback(case: Case, release_of: Any) -> None:
     release.run("destination rule", IstioDestinationRuleOperator)
     weight = release.steps[0]
     release.run(f"step {weight}", IstioTrafficShiftOperator, canary_weight=weight)
-    release.expect_fine(f"step {weight}", release.check_vs_at(release.vs(), weight, _match_route_at(release, weight))
+    release.expect_fine(f"step {weight}", release.all_vs_at(weight, _match_route_at(release, weight))
                         + release.check_dr_with_subsets(release.dr()))
     release.run("rollback", IstioRollbackOperator, snapshot=snapshot, reason="real-world corpus")
-    release.expect_fine("rollback", release.check_vs_unchanged(release.vs()) + release.check_dr_unchanged(release.dr())
+    release.expect_fine("rollback", release.all_vs_unchanged() + release.check_dr_unchanged(release.dr())
                         + release.check_writes())

@@ -222,3 +222,16 @@ def test_a_two_label_host_gets_the_spelling_fix() -> None:
     refusal = only(virtual_service_refusals(vs([DEFAULT]), DR, request(host="reviews.bookinfo")))
     assert refusal.field == "spec.http"
     assert "set host to 'reviews' or to its FQDN 'reviews.bookinfo.svc.cluster.local'" in refusal.fix
+
+
+def test_a_gateway_virtual_service_moved_with_the_release_is_not_refused() -> None:
+    release = vs([DEFAULT])
+    gateway = vs([{"route": [to("v1", host=FQDN)]}], name="reviews-ingress", hosts=["reviews.example.com"],
+                 gateways=["bookinfo/bookinfo-gateway"])
+    refusal = only(other_virtual_service_refusals(release, [gateway], request()))
+    assert "add 'reviews-ingress' to virtual_services" in refusal.fix
+    assert other_virtual_service_refusals(release, [gateway], request(virtual_services=["reviews-ingress"])) == []
+    # Moving a second mesh VirtualService for the host does not end Istio's conflict between the two.
+    second = vs([{"route": [to("v1")]}], name="reviews-2")
+    assert only(other_virtual_service_refusals(release, [second], request(virtual_services=["reviews-2"]))).field \
+        == "spec.hosts[0]"

@@ -234,3 +234,17 @@ def test_bad_input_names_the_field_and_value(overrides: dict[str, Any], field: s
     value = overrides.get(field, BASE.get(field))
     if value is not ...:
         assert repr(value)[:40].rstrip("'") in message
+
+
+def test_virtual_services_moved_with_the_release_are_parsed_and_checked() -> None:
+    base = {"service": "reviews", "namespace": "bookinfo", "stable_version": "v1", "canary_version": "v2"}
+    req = ReleaseRequest.from_params({**base, "virtual_services": "reviews-ingress, reviews-edge"})
+    assert req.virtual_services == ("reviews-ingress", "reviews-edge")
+    assert req.all_virtual_services == ("reviews", "reviews-ingress", "reviews-edge")
+    assert ReleaseRequest.from_params(req.to_params()) == req
+    assert ReleaseRequest.from_params({**base, "virtual_services": []}).virtual_services == ()
+    for bad, says in ((["Reviews_Ingress"], "DNS-1123"), (["a", "a"], "names a more than once"),
+                      (["reviews"], "the release's own VirtualService"), (7, "list of names")):
+        with pytest.raises(ValidationError) as err:
+            ReleaseRequest.from_params({**base, "virtual_services": bad})
+        assert err.value.field == "virtual_services" and says in str(err.value)

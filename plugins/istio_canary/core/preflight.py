@@ -12,10 +12,11 @@ Choices (README "What a release touches, what it refuses"):
 - A destination of the host without a subset is refused, not pinned: the Service balances
   it over every Ready pod, so the canary's pods already take a share the release can neither
   measure as "0%" nor give back on rollback while they run.
-- Another VirtualService routing to the service (an ingress-gateway one, a second mesh one)
-  is refused: moving only the release's VirtualService would leave that traffic on the old
-  version after "promotion", and two mesh VirtualServices for one host conflict in Istio
-  (its analyzer's IST0109).
+- Another VirtualService routing to the service (an ingress-gateway one, say) is refused
+  unless the release moves it too (`virtual_services`): moving only the release's
+  VirtualService would leave that traffic on the old version after "promotion". Two mesh
+  VirtualServices for one host are refused either way: they conflict in Istio (its
+  analyzer's IST0109), so neither's routing is sure to be in force.
 - The live traffic of the owned route must be on the stable subset and not yet on the
   canary's, so params naming the wrong stable version (or a stale run) cannot send 90% of
   the traffic to an old version.
@@ -267,7 +268,7 @@ def other_virtual_service_refusals(
         meta = vs.get("metadata") or {}
         name = object_name("VirtualService", vs)
         routed = host_destinations(vs, request)
-        if routed:
+        if routed and meta.get("name") not in request.virtual_services:
             path, dest = routed[0]
             subset = f" subset {dest['subset']!r}" if dest.get("subset") else ""
             gateways = _spec(vs).get("gateways")
@@ -277,9 +278,8 @@ def other_virtual_service_refusals(
                 f"it also routes to {dest.get('host')!r}{subset}{via}: a release that moves only "
                 f"{object_name('VirtualService', release_vs)} would leave this traffic on the old version "
                 "after promotion",
-                f"release through one VirtualService: make this one delegate to "
-                f"{request.namespace}/{release_name} or send its traffic through the mesh host, or release it "
-                "with its own run (virtual_service=" + str(meta.get("name")) + ")",
+                f"move it with the release: add {meta.get('name')!r} to virtual_services (its catch-all route "
+                f"of the host, or the one named route_name, moves with {request.namespace}/{release_name})",
             ))
             continue
         if vs in roots:

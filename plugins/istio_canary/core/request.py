@@ -106,6 +106,24 @@ def _parse_steps(value: Any) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def _parse_names(field: str, value: Any) -> tuple[str, ...]:
+    """Object names as a list, or one string separated by commas/spaces; unique DNS-1123 subdomains."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [part for part in re.split(r"[,\s]+", value.strip()) if part]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValidationError(field, value, "must be a list of names or a string like 'a,b'")
+    names = tuple(require_dns1123_subdomain(field, item) for item in items)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValidationError(field, list(value) if not isinstance(value, str) else value,
+                              f"names {', '.join(duplicates)} more than once")
+    return names
+
+
 def _optional_str(params: Mapping[str, Any], key: str) -> str | None:
     value = params.get(key)
     if value is None or value == "":
@@ -143,6 +161,9 @@ class ReleaseRequest:
     virtual_service: str = ""
     destination_rule: str = ""
     mesh_domain: str = DEFAULT_MESH_DOMAIN
+    # Other VirtualServices of the namespace that route to the service (an ingress-gateway
+    # one, say), moved together with `virtual_service`: same steps, each its own owned route.
+    virtual_services: tuple[str, ...] = ()
 
     # Keys read by from_params (the rest of a DAG's params belong to other parts).
     PARAM_KEYS: ClassVar[tuple[str, ...]] = (
@@ -165,6 +186,7 @@ class ReleaseRequest:
         "virtual_service",
         "destination_rule",
         "mesh_domain",
+        "virtual_services",
     )
 
     def __post_init__(self) -> None:
@@ -181,6 +203,10 @@ class ReleaseRequest:
                 object.__setattr__(self, name_field, self.service)
             require_dns1123_subdomain(name_field, getattr(self, name_field))
         metric_label_for(self.version_label)  # refuses a label Istio's metrics do not report
+        object.__setattr__(self, "virtual_services", _parse_names("virtual_services", self.virtual_services))
+        if self.virtual_service in self.virtual_services:
+            raise ValidationError("virtual_services", list(self.virtual_services),
+                                  f"lists {self.virtual_service!r}, the release's own VirtualService (virtual_service)")
         require_label_value("stable_version", self.stable_version)
         require_label_value("canary_version", self.canary_version)
         if self.stable_version == self.canary_version:
@@ -254,12 +280,14 @@ class ReleaseRequest:
             virtual_service=_str_with_default(params, "virtual_service", ""),
             destination_rule=_str_with_default(params, "destination_rule", ""),
             mesh_domain=_str_with_default(params, "mesh_domain", DEFAULT_MESH_DOMAIN),
+            virtual_services=params.get("virtual_services") or (),  # type: ignore[arg-type]  # parsed in __post_init__
         )
 
     def to_params(self) -> dict[str, Any]:
         """JSON-friendly dict (for XCom); `from_params(r.to_params()) == r`."""
         data = asdict(self)
         data["steps"] = list(self.steps)
+        data["virtual_services"] = list(self.virtual_services)
         return data
 
     @property
@@ -288,6 +316,11 @@ class ReleaseRequest:
 
     def refers_to_host(self, host: Any) -> bool:
         return isinstance(host, str) and host in self.host_aliases
+
+    @property
+    def all_virtual_services(self) -> tuple[str, ...]:
+        """The release's VirtualService first (it carries the lock), then the ones moved with it."""
+        return (self.virtual_service, *self.virtual_services)
 
     @property
     def stable_labels(self) -> dict[str, str]:

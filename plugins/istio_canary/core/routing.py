@@ -40,6 +40,7 @@ Decisions (kept consistent across functions):
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,19 @@ def find_owned_route(vs: dict[str, Any], request: ReleaseRequest) -> int:
             f"{request.host!r}: {found}. Name the route to own with route_name"
         )
     return candidates[0]
+
+
+def request_for(vs: dict[str, Any], request: ReleaseRequest) -> ReleaseRequest:
+    """The request as it applies to one of the release's VirtualServices.
+
+    `route_name` names the owned route of the release's own VirtualService; in a VirtualService
+    moved with it (`virtual_services`) it is used where a route has that name, and otherwise the
+    owned route is that VirtualService's catch-all route of the host.
+    """
+    name = (vs.get("metadata") or {}).get("name")
+    if name == request.virtual_service or not request.route_name or _has_route_named(vs, request.route_name):
+        return request
+    return dataclasses.replace(request, route_name=None)
 
 
 def _owned(out: dict[str, Any], request: ReleaseRequest) -> tuple[int, dict[str, Any]]:

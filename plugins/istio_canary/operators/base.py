@@ -112,12 +112,15 @@ class IstioReleaseOperator(BaseOperator):
         dr = self.hook.get_destination_rule(req.namespace, req.destination_rule)
         return ensure_subsets(dr, req) if self.is_dry_run else dr
 
-    def update_virtual_service(self, context: Mapping[str, Any], edit: Edit, what: str) -> WriteResult | None:
-        """Write `edit` to the release's VirtualService; None when this run no longer holds it."""
+    def update_virtual_service(
+        self, context: Mapping[str, Any], edit: Edit, what: str, name: str | None = None
+    ) -> WriteResult | None:
+        """Write `edit` to the release's VirtualService (or `name`, one moved with it, which
+        carries this run's lock too); None when this run no longer holds it."""
         req = self.request
         try:
             result = self.hook.update(
-                "VirtualService", req.namespace, req.virtual_service,
+                "VirtualService", req.namespace, name or req.virtual_service,
                 self.guarded(context, edit), dry_run=self.is_dry_run,
             )
         except NotLockHolderError as exc:

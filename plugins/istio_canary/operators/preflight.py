@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from istio_canary.core.lock import (
+    LOCK_ANNOTATION,
     lock_of,
     outcome_of,
     snapshot_of,
@@ -26,7 +27,7 @@ from istio_canary.core.preflight import (
     unselected_pods_refusal,
     virtual_service_refusals,
 )
-from istio_canary.core.routing import find_owned_route
+from istio_canary.core.routing import find_owned_route, request_for
 from istio_canary.hooks.istio import IstioApiError, ObjectNotFoundError
 from istio_canary.operators.base import IstioReleaseOperator, as_bool, release_holder
 
@@ -53,8 +54,9 @@ class IstioPreflightOperator(IstioReleaseOperator):
     naming the object, the field and the fix): the VirtualService, DestinationRule and Service
     exist; the VirtualService has exactly one route this release owns, whose live traffic is on
     the stable subset, with no destination of the host lacking a subset and no route already
-    named like the canary match route; no other VirtualService of the namespace routes to the
-    service or claims its host; the DestinationRule can take the subsets, is exported wherever
+    named like the canary match route (each VirtualService listed in `virtual_services` is
+    checked the same way and locked with its own snapshot); no other VirtualService of the
+    namespace routes to the service or claims its host; the DestinationRule can take the subsets, is exported wherever
     the VirtualService is, and no other rule for the host would hide the canary subset; the
     Service selects pods of both versions, which are Ready with the istio-proxy sidecar and
     labelled as Istio's metrics report them; no other release holds the service. Then takes
@@ -97,10 +99,25 @@ class IstioPreflightOperator(IstioReleaseOperator):
         if service is None:
             raise PreflightError(f"Service {req.namespace}/{req.service} not found")
 
+        included = {}
+        for name in req.virtual_services:
+            try:
+                included[name] = hook.get_virtual_service(req.namespace, name)
+            except ObjectNotFoundError as exc:
+                raise PreflightError(f"VirtualService {req.namespace}/{name} (virtual_services) not found") from exc
+
         refusals = [*service_refusals(service, req), *destination_rule_refusals(dr, req)]
-        basis = self._routing_basis(vs, holder)
-        if basis is not None:
-            refusals += virtual_service_refusals(basis, dr, req)
+        for name, each in included.items():
+            taken = lock_of(each)
+            if taken is not None and taken.holder != holder and not self._break_stale():
+                refusals.append(Refusal(
+                    f"VirtualService {req.namespace}/{name}", f"metadata.annotations[{LOCK_ANNOTATION}]",
+                    f"held by release {taken.describe()}", "wait for that release to finish, or leave "
+                    f"{name!r} out of virtual_services"))
+        for each in (vs, *included.values()):
+            basis = self._routing_basis(each, holder)
+            if basis is not None:
+                refusals += virtual_service_refusals(basis, dr, request_for(each, req))
         refusals += other_virtual_service_refusals(vs, hook.list("VirtualService", req.namespace), req)
         refusals += other_destination_rule_refusals(vs, dr, self._rules_of_host(), req)
         problems: list[str] = []
@@ -124,20 +141,32 @@ class IstioPreflightOperator(IstioReleaseOperator):
             # edit or another release finishing since the first read cannot make it stale.
             basis = self._routing_basis(live, holder)
             if basis is not None:
-                found = virtual_service_refusals(basis, dr, req)
+                found = virtual_service_refusals(basis, dr, request_for(live, req))
                 if found:
                     raise ReleaseRefusedError(found)
-            snapshot = {"virtualService": _snapshot_copy(live), "destinationRule": _snapshot_copy(dr)}
+            primary = live["metadata"]["name"] == req.virtual_service
+            snapshot = {"virtualService": _snapshot_copy(live), "destinationRule": _snapshot_copy(dr) if primary else None}
             return with_lock(live, holder, snapshot, break_stale=self._break_stale())
 
         if self.is_dry_run:
-            take_lock(vs)
+            for each in (vs, *included.values()):
+                take_lock(each)
             self.log.info("DRY RUN: would take the release lock for %s", holder)
             snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
+            moved = {name: _snapshot_copy(each) for name, each in included.items()}
             result = None
         else:
+            # The release's own VirtualService first: it is the one-release-per-service lock. Each
+            # one moved with it carries the same holder's lock and its own snapshot.
             result = self.update_virtual_service(context, take_lock, "take release lock")
             snapshot = snapshot_of(result.after) if result is not None else None
+            moved = {}
+            for name in included:
+                taken = self.update_virtual_service(context, take_lock, "take release lock", name)
+                recorded = snapshot_of(taken.after) if taken is not None else None
+                moved[name] = (recorded or {}).get("virtualService")
+        if snapshot is not None and moved:
+            snapshot = {**snapshot, "virtualServices": moved}
         self.log.info("snapshot (restored on rollback):\n%s", yaml.safe_dump(snapshot, sort_keys=False))
         return {"holder": holder, "snapshot": snapshot,
                 "resource_version": result.resource_version if result else vs["metadata"]["resourceVersion"]}

@@ -13,6 +13,7 @@ from istio_canary.core.routing import (
     ensure_subsets,
     plan_for_step,
     promote,
+    request_for,
     restore_owned,
     restore_subsets,
     routing_state,
@@ -76,8 +77,9 @@ class _VirtualServiceRoutingOperator(IstioReleaseOperator):
         dr = self.destination_rule_for_checks()
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
-            desired = apply_plan(vs, req, plan)
-            validate_virtual_service(desired, dr, written_routes=written_routes(desired, req),
+            own = request_for(vs, req)
+            desired = apply_plan(vs, own, plan)
+            validate_virtual_service(desired, dr, written_routes=written_routes(desired, own),
                                      mesh_domain=req.mesh_domain)
             return desired
 
@@ -85,8 +87,10 @@ class _VirtualServiceRoutingOperator(IstioReleaseOperator):
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
         plan = self.desired_plan()
-        result = self.update_virtual_service(context, self.routing_edit(), plan.describe())
-        return _summary(result, self.request)
+        edit = self.routing_edit()
+        results = [self.update_virtual_service(context, edit, plan.describe(), name)
+                   for name in self.request.all_virtual_services]
+        return _summary(results[0], self.request)
 
 
 class IstioTrafficShiftOperator(_VirtualServiceRoutingOperator):
@@ -136,11 +140,15 @@ class IstioPromoteOperator(IstioReleaseOperator):
         dr = self.destination_rule_for_checks()
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
-            desired = promote(vs, req)
-            validate_virtual_service(desired, dr, written_routes=written_routes(desired, req),
+            own = request_for(vs, req)
+            desired = promote(vs, own)
+            validate_virtual_service(desired, dr, written_routes=written_routes(desired, own),
                                      mesh_domain=req.mesh_domain)
             return desired if self.is_dry_run or not self.require_lock else finished(desired, holder, "promoted")
 
+        # The VirtualServices moved with it first: the release's own lock goes last.
+        for name in req.virtual_services:
+            self.update_virtual_service(context, edit, f"promote {req.canary_version}", name)
         result = self.update_virtual_service(context, edit, f"promote {req.canary_version}")
         return _summary(result, req)
 
@@ -177,14 +185,19 @@ class IstioRollbackOperator(IstioReleaseOperator):
         used: dict[str, Any] = {}
 
         def edit(vs: dict[str, Any]) -> dict[str, Any]:
-            recorded = snapshot_of(vs) or (dict(self.snapshot) if self.snapshot else None)
+            name = (vs.get("metadata") or {}).get("name")
+            recorded = snapshot_of(vs) or self._xcom_snapshot_of(name)
             if not recorded or not recorded.get("virtualService"):
                 raise NotLockHolderError("no snapshot recorded: routing was never changed by this release")
-            used["snapshot"] = recorded
-            restored = restore_owned(vs, recorded["virtualService"], req)
+            if name == req.virtual_service:
+                used["snapshot"] = recorded
+            restored = restore_owned(vs, recorded["virtualService"], request_for(vs, req))
             return restored if self.is_dry_run or not self.require_lock else finished(restored, holder, "rolled_back")
 
         try:
+            # The VirtualServices moved with it first: the release's own lock goes last.
+            for name in req.virtual_services:
+                self.update_virtual_service(context, edit, "rollback", name)
             result = self.update_virtual_service(context, edit, "rollback")
         except Exception as exc:
             self._say_where_traffic_is(context, exc)
@@ -193,6 +206,15 @@ class IstioRollbackOperator(IstioReleaseOperator):
             # Routing first, subsets after: a subset removed while a route still used it would 503.
             self._restore_destination_rule(used.get("snapshot") or self.snapshot, result)
         return _summary(result, req)
+
+    def _xcom_snapshot_of(self, name: str | None) -> dict[str, Any] | None:
+        """The preflight XCom's snapshot for VirtualService `name` (used when its annotation is gone)."""
+        if not self.snapshot:
+            return None
+        if name == self.request.virtual_service:
+            return dict(self.snapshot)
+        included = (self.snapshot.get("virtualServices") or {}).get(name)
+        return {"virtualService": included} if included else None
 
     def _rolled_back_by(self, holder: str) -> bool:
         """This run's rollback already restored routing (a re-run): finish the DestinationRule too."""
