@@ -342,10 +342,17 @@ class ConcurrentWriter:
     @staticmethod
     def _new_route(vs: dict[str, Any]) -> dict[str, Any]:
         host = (vs.get("spec", {}).get("hosts") or [vs["metadata"]["name"]])[0]
+        destination: dict[str, Any] = {"host": host}
+        # Pinned to the subset the routes use now, as a well-kept route is: a route without one
+        # would balance over every pod, canary included, and a release rightly refuses that.
+        subset = next((e["destination"]["subset"] for r in vs.get("spec", {}).get("http") or []
+                       for e in r.get("route") or [] if (e.get("destination") or {}).get("subset")), None)
+        if subset:
+            destination["subset"] = subset
         return {
             "name": WRITER_ROUTE,
             "match": [{"headers": {"x-sandbox-writer": {"exact": "never-sent"}}}],
-            "route": [{"destination": {"host": host}}],
+            "route": [{"destination": destination}],
         }
 
     def state(self) -> dict[str, Any]:

@@ -160,3 +160,24 @@ def test_an_ingress_virtual_service_moved_with_the_release_is_promoted_and_rolle
     assert failed.state == "failed", failed.output[-5000:]
     assert ingress_now()["spec"] == before["spec"]
     assert outcome_of(ingress_now()).outcome == "rolled_back"
+
+
+def test_versions_in_the_canonical_revision_label_are_judged_by_that_metric_label(
+    world: Any, airflow_home: Any
+) -> None:
+    label = "service.istio.io/canonical-revision"
+    world.reset()
+    dr = objects(world)[1]
+    dr["spec"]["subsets"] = [{"name": "v1", "labels": {label: "v1"}}]
+    world.api.replace_namespaced_custom_object(GROUP, "v1", NS, "destinationrules", "reviews", dr)
+
+    result = run(world, airflow_home, {**RELEASE, "version_label": label})
+
+    # Promoted: every step's analysis found both versions' traffic (no data never passes),
+    # under Istio's canonical revision label.
+    assert result.state == "success", result.output[-5000:]
+    assert "sum by (destination_canonical_revision, response_code)" in result.output
+    assert "destination_version" not in result.output
+    _, dr = objects(world)
+    assert dr["spec"]["subsets"][-1] == {"name": "v2", "labels": {label: "v2"}}
+    assert outcome_of(objects(world)[0]).outcome == "promoted"
