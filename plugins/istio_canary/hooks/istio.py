@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseHook
 
-from istio_canary.core.pods import VersionPods, summarize_version_pods
-
 if TYPE_CHECKING:
     from kubernetes import client as k8s
 
@@ -277,9 +275,6 @@ class IstioHook(BaseHook):
             return None
         return json.loads(response.data)
 
-    def service_exists(self, namespace: str, name: str) -> bool:
-        return self.find_service(namespace, name) is not None
-
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         """Pods matching every label of `selector`, as dicts."""
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -293,7 +288,3 @@ class IstioHook(BaseHook):
             ),
         )
         return list(json.loads(response.data).get("items", []))
-
-    def version_pods(self, namespace: str, selector: dict[str, str], version: str) -> VersionPods:
-        """Pods matching `selector`, summarized: how many are Ready with the Envoy sidecar."""
-        return summarize_version_pods(version, self.list_pods(namespace, selector))

@@ -56,12 +56,13 @@ class IstioPreflightOperator(IstioReleaseOperator):
     the stable subset, with no destination of the host lacking a subset and no route already
     named like the canary match route (each VirtualService listed in `virtual_services` is
     checked the same way and locked with its own snapshot); no other VirtualService of the
-    namespace routes to the service or claims its host; the DestinationRule can take the subsets, is exported wherever
-    the VirtualService is, and no other rule for the host would hide the canary subset; the
-    Service selects pods of both versions, which are Ready with the istio-proxy sidecar and
-    labelled as Istio's metrics report them; no other release holds the service. Then takes
-    the lock with the snapshot beside it in one read-modify-write, checking the VirtualService
-    again as read there, so the snapshot is exactly the routing the lock was taken on.
+    namespace routes to the service or claims its host; the DestinationRule can take the
+    subsets, is exported wherever the VirtualService is, and no other rule for the host would
+    hide the canary subset; the Service selects pods of both versions, which are Ready with
+    the istio-proxy sidecar and labelled as Istio's metrics report them; no other release
+    holds the service. Then takes the lock with the snapshot beside it in one
+    read-modify-write, checking the VirtualService again as read there, so the snapshot is
+    exactly the routing the lock was taken on.
     Returns the snapshot (also logged as YAML), so rollback and people can see it.
 
     :param break_stale_lock: take the lock even if another run holds it (for a holder a
