@@ -1,11 +1,13 @@
 """bench.judge: verdict quality of ours vs Flagger, Argo, Kayenta and the SPRT oracle.
 
-    python -m bench.judge [--replicas N] [--seed S] [--scenarios a,b] [--json PATH]
+    python -m bench.judge [--replicas N] [--seed S] [--family F,G | --scenarios a,b]
+                          [--markdown] [--json PATH] [--list]
 
 Every rule sees the same seeded per-interval counts in a replica (bench/sim.py). "ours" is
 the project's watch and judge as shipped: `core.watch.begin/record_check/next_action` fed
 with counter snapshots every 10 s, the analysis operator's final check at bake end, the
-judge state carried from step to step, the pre-release hour as history. See bench/README.md.
+judge state carried from step to step, the pre-release hour as history. Scenarios come in
+families (`bench.sim.FAMILIES`); the default run is all of them. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from typing import Any
 
 from bench import emit
 from bench.rules import ANCHORS
-from bench.sim import INTERVAL_SECONDS, SCENARIOS, STEPS, Decision, Interval, Served, Traffic, window_p99
+from bench.sim import (
+    FAMILIES,
+    INTERVAL_SECONDS,
+    SCENARIOS,
+    STEPS,
+    Decision,
+    Interval,
+    Served,
+    Traffic,
+    window_p99,
+)
 from istio_canary.core.judge import Outcome
 from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot, Measurement
 from istio_canary.core.watch import WatchTarget, begin, next_action, record_check
@@ -136,19 +148,36 @@ def summarize(decisions: Sequence[Decision]) -> dict[str, float]:
     return summary
 
 
+def select(scenarios: Iterable[str] | None = None, families: Iterable[str] | None = None) -> list[str]:
+    """Scenario names to run, in `SCENARIOS` order: the named ones and those of the named
+    families; all of them when neither is given."""
+    if scenarios is None and families is None:
+        return list(SCENARIOS)
+    names = list(scenarios or ())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    family_names = list(families or ())
+    unknown = [f for f in family_names if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown family(ies): {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    chosen = set(names).union(*(FAMILIES[f] for f in family_names))
+    if scenarios is not None and families is None:
+        return names  # as asked, in the order asked
+    return [n for n in SCENARIOS if n in chosen]
+
+
 def run(
     replicas: int = DEFAULT_REPLICAS,
     seed: int = DEFAULT_SEED,
     scenarios: Iterable[str] | None = None,
     progress: Callable[[str, float], None] | None = None,
+    families: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The benchmark's JSON: {"scenarios": {scenario: {rule: summary}}}."""
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
-    names = list(scenarios) if scenarios is not None else list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        raise ValueError(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    names = select(scenarios, families)
     result: dict[str, Any] = {"scenarios": {}}
     for name in names:
         started = time.perf_counter()
@@ -173,8 +202,12 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"{'canary_req':>10} {'decide_s':>9}  {'ours/rule blast':>15} {'ours/rule time':>14}"
     )
     lines = []
+    family = None
     for name, per_rule in result["scenarios"].items():
         scenario = SCENARIOS[name]
+        if scenario.family != family:
+            family = scenario.family
+            lines.append(f"\n######## family {family}")
         lines.append(f"\n== {name} (a good rule should {scenario.expected})")
         lines.append(header)
         ours = per_rule.get("ours")
@@ -193,17 +226,94 @@ def format_table(result: Mapping[str, Any]) -> str:
         lines.append("\nfalse rollbacks of healthy canaries (rolled_back of healthy): " + ", ".join(
             f"{rule} {s['rolled_back']:.1%}" for rule, s in healthy.items()
         ))
+    worst = family_worst(result)
+    if worst:
+        rules = list(next(iter(result["scenarios"].values())))
+        lines.append(
+            "\nworst setting per family, in %: healthy canaries rolled back / healthy inconclusive / "
+            "clearly bad canaries promoted (>= 2x stable and > 1 % errors, >= 10 rps; -: no such setting run)"
+        )
+        lines.append(f"{'family':<14}" + "".join(f"{rule:>20}" for rule in rules))
+        for fam, per_rule in worst.items():
+            lines.append(f"{fam:<14}" + "".join(f"{_worst_cell(per_rule[rule]):>20}" for rule in rules))
     return "\n".join(lines).lstrip("\n")
+
+
+def family_worst(result: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per family and rule, the worst setting: the highest false-rollback and inconclusive
+    rates among healthy canaries, the highest promotion rate among clearly bad canaries
+    (None when the family has no such setting in the run)."""
+    worst: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, per_rule in result["scenarios"].items():
+        scenario = SCENARIOS[name]
+        for rule, summary in per_rule.items():
+            cell = worst.setdefault(scenario.family, {}).setdefault(
+                rule, {"healthy_rolled_back": None, "healthy_inconclusive": None, "bad_promoted": None}
+            )
+            picks: list[tuple[str, str]] = []
+            if scenario.healthy:
+                picks += [("healthy_rolled_back", "rolled_back"), ("healthy_inconclusive", "inconclusive")]
+            if scenario.clearly_bad:
+                picks.append(("bad_promoted", "promoted"))
+            for key, outcome in picks:
+                seen = cell[key]
+                cell[key] = summary[outcome] if seen is None else max(seen, summary[outcome])
+    return worst
+
+
+def _worst_cell(cell: Mapping[str, float | None]) -> str:
+    values = (cell["healthy_rolled_back"], cell["healthy_inconclusive"], cell["bad_promoted"])
+    return " / ".join("-" if v is None else f"{100 * v:.1f}" for v in values)
+
+
+def format_markdown(result: Mapping[str, Any]) -> str:
+    """One Markdown table per family, a row per setting, a column per rule (for the README)."""
+    lines: list[str] = []
+    family = None
+    rules: list[str] = []
+    for name, per_rule in result["scenarios"].items():
+        scenario = SCENARIOS[name]
+        if scenario.family != family:
+            family = scenario.family
+            rules = list(per_rule)
+            lines += ["", f"#### {family}", "", "| scenario | should | " + " | ".join(rules) + " |",
+                      "| --- | --- |" + " --- |" * len(rules)]
+        cells = [
+            f"{100 * s['promoted']:.1f} / {100 * s['rolled_back']:.1f} / {100 * s['inconclusive']:.1f}"
+            f" · {s['blast_radius_mean']:.1f} · {s['decision_seconds_mean']:.0f}"
+            for s in (per_rule[rule] for rule in rules)
+        ]
+        should = f"{scenario.expected}{' (clearly bad)' if scenario.clearly_bad else ''}"
+        lines.append(f"| {name} | {should} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).lstrip("\n")
+
+
+def format_list() -> str:
+    """Families and their scenarios with what a good rule does (for --list)."""
+    lines = []
+    for family, names in FAMILIES.items():
+        lines.append(family)
+        lines += [f"  {name:<40} {SCENARIOS[name].expected}" for name in names]
+    return "\n".join(lines)
+
+
+def _names(raw: str | None) -> list[str] | None:
+    return [n for n in raw.split(",") if n] if raw else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.judge", description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=DEFAULT_REPLICAS, help="seeded replicas per scenario")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--scenarios", help="comma-separated subset (default: all)")
+    parser.add_argument("--scenarios", help="comma-separated scenarios (default: all)")
+    parser.add_argument("--family", help=f"comma-separated families, with --scenarios: both ({', '.join(FAMILIES)})")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables per family instead")
+    parser.add_argument("--list", action="store_true", help="list the families and scenarios, run nothing")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    scenarios = args.scenarios.split(",") if args.scenarios else None
+    if args.list:
+        print(format_list())
+        return 0
     started = time.perf_counter()
 
     def report(name: str, seconds: float) -> None:
@@ -211,10 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"bench.judge: {args.replicas} replicas per scenario, seed {args.seed}", file=sys.stderr)
     try:
-        result = run(args.replicas, args.seed, scenarios, progress=report)
+        result = run(args.replicas, args.seed, _names(args.scenarios), progress=report, families=_names(args.family))
     except ValueError as error:
         parser.error(str(error))
-    emit(f"{format_table(result)}\n\n({args.replicas} replicas per scenario, seed {args.seed}, "
+    table = format_markdown(result) if args.markdown else format_table(result)
+    emit(f"{table}\n\n({args.replicas} replicas per scenario, seed {args.seed}, "
          f"{time.perf_counter() - started:.0f}s)", result, args.json)
     return 0
 

@@ -17,11 +17,13 @@ Settings are the documented ones; the README lists the sources and every choice 
   error rates, canary vs stable, two-sided at 1 - confidence (0.98), direction "increase";
   too few intervals with data is NODATA (inconclusive). Passing step 50 promotes: at 100 %
   no stable traffic is left to compare with in the same intervals.
-* Oracle: Wald's SPRT on canary errors with alpha = beta = 0.01, H0 p = stable's true rate,
-  H1 p = canary's true rate (2x stable when the canary is not worse, so it can accept H0),
-  both as they are in each interval (an incident moves both). Looks after every 10-second
-  interval on ours' 10/50/100 schedule, then keeps going at 100 % until it decides or
-  `ORACLE_MAX_SECONDS` pass (inconclusive).
+* Oracle: Wald's SPRT on canary errors with alpha = beta = 0.01, H0 p = the canary's true
+  rate were it as good as stable, H1 p = canary's true rate (2x the H0 rate when the canary
+  is not worse, so it can accept H0), both as they are in each interval (an incident, a burst,
+  the canary's own overdispersion multiplier move both; a canary that degrades later or only
+  at higher weight is healthy until then). Looks after every 10-second interval on ours'
+  10/50/100 schedule, then keeps going at 100 % until it decides or `ORACLE_MAX_SECONDS` pass
+  (inconclusive).
 """
 
 from __future__ import annotations
@@ -194,7 +196,6 @@ def run_kayenta(traffic: Traffic) -> Decision:
 
 
 def run_oracle(traffic: Traffic) -> Decision:
-    scenario = traffic.scenario
     served = Served()
     upper = math.log((1.0 - ORACLE_BETA) / ORACLE_ALPHA)  # reject H0: roll back
     lower = math.log(ORACLE_BETA / (1.0 - ORACLE_ALPHA))  # accept H0: promote
@@ -204,10 +205,14 @@ def run_oracle(traffic: Traffic) -> Decision:
         weight = STEPS[min(index // per_step, len(STEPS) - 1)]
         iv = traffic.interval(index, weight)
         served.add(iv)
-        p0, p_canary = scenario.error_rates(index * INTERVAL_SECONDS)
-        p1 = p_canary if p_canary > p0 else min(2.0 * p0, 0.5)
+        rates = traffic.true_rates(index, weight)
+        # H0 is the canary as good as stable in this very interval (its own overdispersion
+        # multiplier, the shared burst), so the oracle is not fooled by either.
+        p0 = rates.canary_if_healthy
+        p1 = min(rates.canary, 0.999) if rates.canary > p0 else min(2.0 * p0, 0.5)
         n, e = iv.canary_requests, iv.canary_errors
-        llr += e * math.log(p1 / p0) + (n - e) * math.log((1.0 - p1) / (1.0 - p0))
+        if 0.0 < p0 < p1:  # else the interval cannot tell H0 from H1 (a rate at the cap)
+            llr += e * math.log(p1 / p0) + (n - e) * math.log((1.0 - p1) / (1.0 - p0))
         seconds = (index + 1) * INTERVAL_SECONDS
         if llr >= upper:
             return served.decide("rolled_back", seconds)

@@ -13,7 +13,7 @@ import pytest
 
 from bench import judge, overhead, parse, scale
 from bench.rules import mann_whitney_u
-from bench.sim import SCENARIOS, Traffic, binomial_from_normal, poisson_from_normal
+from bench.sim import FAMILIES, SCENARIOS, Traffic, binomial_from_normal, poisson_from_normal
 from istio_canary.core.request import ReleaseRequest
 from sandbox.config import parse_config
 
@@ -85,6 +85,120 @@ def test_traffic_is_the_same_whatever_order_rules_read_it():
     assert [first.interval(i, 10) for i in range(12)] == early
     # Common random numbers: more weight never means fewer canary requests in an interval.
     assert all(first.interval(i, 50).canary_requests >= first.interval(i, 10).canary_requests for i in range(12))
+
+
+# --------------------------------------------------------------------------- bench.judge families
+# Every family runs and gives the same JSON shape; the labels (healthy, what a good rule does)
+# follow from the true rates, so a bound on healthy canaries can select by `Scenario.healthy`.
+
+FAMILY_NAMES = ("base", "overdispersed", "bursts", "drift", "ramp", "degrade", "high_weight", "moderate")
+BASE_SCENARIOS = (
+    "healthy", "error_1pct", "error_2pct", "error_5pct", "latency_30pct", "low_traffic", "incident_both",
+    "no_canary_traffic",
+)
+# Every weight some rule routes: ours / Kayenta / the oracle, Flagger's 10..50, Argo's steps.
+ROUTED_WEIGHTS = (10, 20, 30, 40, 50, 100)
+
+
+@pytest.fixture(scope="module")
+def families_result() -> dict:
+    return judge.run(replicas=3, seed=7, families=FAMILY_NAMES)
+
+
+def test_every_family_runs_with_every_rule_in_the_json_shape(families_result):
+    assert set(families_result) == {"scenarios"}
+    assert list(families_result["scenarios"]) == list(SCENARIOS)
+    for name, per_rule in families_result["scenarios"].items():
+        assert list(per_rule) == list(judge.RULES), name
+        for summary in per_rule.values():
+            assert set(summary) == SUMMARY_KEYS
+            assert math.isclose(summary["promoted"] + summary["rolled_back"] + summary["inconclusive"], 1.0)
+            assert all(v >= 0 and math.isfinite(v) for v in summary.values())
+    json.dumps(families_result)
+    assert "family moderate" in judge.format_table(families_result)
+    markdown = judge.format_markdown(families_result)
+    assert all(f"#### {family}" in markdown for family in FAMILY_NAMES)
+
+
+def test_families_have_several_settings_and_the_base_ones_come_first_unchanged():
+    assert tuple(FAMILIES) == FAMILY_NAMES
+    assert FAMILIES["base"] == BASE_SCENARIOS
+    assert tuple(SCENARIOS)[: len(BASE_SCENARIOS)] == BASE_SCENARIOS  # their seeds follow the position
+    for family, names in FAMILIES.items():
+        assert len(names) >= 3, family
+        assert all(SCENARIOS[n].family == family for n in names)
+
+
+def _canary_differs_somewhere(scenario) -> bool:
+    traffic = Traffic(scenario, 3)
+    worse = any(
+        traffic.true_rates(i, w).canary > traffic.true_rates(i, w).canary_if_healthy
+        for i in range(180) for w in ROUTED_WEIGHTS
+    )
+    return worse or scenario.canary_p99_ms != scenario.stable_p99_ms or not scenario.canary_gets_traffic
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_healthy_settings_are_labelled_healthy_and_to_be_promoted(family):
+    names = FAMILIES[family]
+    for name in names:
+        scenario = SCENARIOS[name]
+        differs = _canary_differs_somewhere(scenario)
+        assert scenario.healthy is not differs, name
+        assert (scenario.expected == "promote") is scenario.healthy, name
+        if scenario.clearly_bad:
+            assert scenario.expected == "roll back", name
+    healthy = [n for n in names if SCENARIOS[n].healthy]
+    # Degrading and high-weight canaries are faulty by construction; every other family
+    # has healthy settings, and a faulty one to show the family does not blind the rules.
+    if family in ("degrade", "high_weight"):
+        assert not healthy
+    else:
+        assert healthy, family
+        assert any(SCENARIOS[n].expected == "roll back" for n in names), family
+
+
+def test_cli_runs_one_family_and_refuses_an_unknown_one(tmp_path, capsys):
+    out = tmp_path / "drift.json"
+    assert judge.main(["--replicas", "1", "--family", "drift", "--json", str(out)]) == 0
+    assert list(json.loads(out.read_text())["scenarios"]) == list(FAMILIES["drift"])
+    assert "worst setting per family" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown family"):
+        judge.run(replicas=1, families=["nope"])
+    assert judge.select(["healthy"], ["degrade"]) == ["healthy", *FAMILIES["degrade"]]
+
+
+def test_environment_is_shared_by_both_versions_and_every_weight():
+    scenario = SCENARIOS["bursts_x20_in_5pct"]
+    first, second = Traffic(scenario, 11), Traffic(scenario, 11)
+    late = first.interval(40, 100)
+    early = [second.interval(i, 10) for i in range(40)]
+    assert second.interval(40, 100) == late
+    assert [first.interval(i, 10) for i in range(40)] == early
+    rates = [first.true_rates(i, w) for i in range(300) for w in (10, 50)]
+    bursts = [r for r in rates if r.stable > 2 * scenario.stable_error_rate]
+    assert bursts and all(math.isclose(r.canary, r.stable) for r in rates)  # healthy: same rate, burst or not
+    assert all(first.true_rates(i, 10) == first.true_rates(i, 50) for i in range(300))
+
+
+def test_environment_generators_match_their_parameters():
+    over = Traffic(SCENARIOS["overdispersed_cv1.0"], 5)
+    stable = [over.true_rates(i, 10).stable / 0.005 for i in range(4000)]
+    assert statistics.fmean(stable) == pytest.approx(1.0, abs=0.06)
+    assert statistics.pstdev(stable) == pytest.approx(1.0, abs=0.1)
+    bursts = Traffic(SCENARIOS["bursts_x10_in_3pct"], 5)
+    share = statistics.fmean(bursts.true_rates(i, 10).stable > 0.005 for i in range(4000))
+    assert share == pytest.approx(0.03, abs=0.01)
+    drift = SCENARIOS["drift_history_0.3x"]
+    errors = sum(Traffic(drift, seed).history()[1] for seed in range(40))
+    requests = sum(Traffic(drift, seed).history()[0] for seed in range(40))
+    assert errors / requests == pytest.approx(0.3 * 0.005, rel=0.1)
+    ramp = SCENARIOS["ramp_x3"]
+    assert ramp.rps(0) == 50 and ramp.rps(90) == 100 and ramp.rps(180) == ramp.rps(1800) == 150
+    leak = SCENARIOS["degrade_leak_to_5pct_60s_to_360s"]
+    assert leak.error_rates(50, 10) == (0.005, 0.005) and leak.error_rates(210, 10)[1] == pytest.approx(0.0275)
+    high = SCENARIOS["high_weight_5pct_from_100"]
+    assert high.error_rates(0, 50) == (0.005, 0.005) and high.error_rates(0, 100) == (0.005, 0.05)
 
 
 @pytest.mark.parametrize(("mean_n", "p"), [(450, 0.005), (450, 0.2), (40, 0.5)])
