@@ -4,7 +4,7 @@
 - the snapshot: the VirtualService and DestinationRule specs as they were when the lock was
   taken, so a rollback can restore them even after XCom was cleared by a task re-run;
 - the outcome: which release last finished and how, so a task re-run after its release has
-  finished can see that and change nothing (DESIGN rule 4).
+  finished can see that and change nothing (README: "Safety rules the code keeps").
 
 All functions are pure edits of the VirtualService dict; the hook makes them atomic by
 writing with the resourceVersion it read (a concurrent acquirer gets 409, re-reads, and

@@ -34,9 +34,13 @@ from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingError,
     SubsetConflictError,
+    destination_of,
     ensure_subsets,
     find_owned_route,
+    route_entries,
+    spec_of,
     unpinned_problem_and_fix,
+    weight_of,
 )
 
 ROUTE_SECTIONS = ("http", "tcp", "tls")
@@ -69,31 +73,9 @@ def object_name(kind: str, obj: dict[str, Any]) -> str:
     return f"{kind} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
 def _routes(vs: dict[str, Any], section: str) -> list[Any]:
-    routes = _spec(vs).get(section)
+    routes = spec_of(vs).get(section)
     return routes if isinstance(routes, list) else []
-
-
-def _route_entries(route: Any) -> list[Any]:
-    entries = route.get("route") if isinstance(route, dict) else None
-    return entries if isinstance(entries, list) else []
-
-
-def _dest(entry: Any) -> dict[str, Any]:
-    dest = entry.get("destination") if isinstance(entry, dict) else None
-    return dest if isinstance(dest, dict) else {}
-
-
-def _weight(entry: dict[str, Any], lone: bool) -> int:
-    weight = entry.get("weight")
-    if lone:
-        return 100  # a lone destination takes all traffic whatever its weight
-    return weight if isinstance(weight, int) and not isinstance(weight, bool) else 0
 
 
 def host_destinations(vs: dict[str, Any], request: ReleaseRequest) -> list[tuple[str, dict[str, Any]]]:
@@ -101,8 +83,8 @@ def host_destinations(vs: dict[str, Any], request: ReleaseRequest) -> list[tuple
     found = []
     for section in ROUTE_SECTIONS:
         for i, route in enumerate(_routes(vs, section)):
-            for j, entry in enumerate(_route_entries(route)):
-                dest = _dest(entry)
+            for j, entry in enumerate(route_entries(route)):
+                dest = destination_of(entry)
                 if request.refers_to_host(dest.get("host")):
                     found.append((f"spec.{section}[{i}].route[{j}].destination", dest))
     return found
@@ -111,7 +93,7 @@ def host_destinations(vs: dict[str, Any], request: ReleaseRequest) -> list[tuple
 def _subset_versions(dr: dict[str, Any] | None, request: ReleaseRequest) -> dict[str, str]:
     """{subset name: version} from the DestinationRule's subsets (by the release's label key)."""
     versions = {}
-    for subset in (_spec(dr).get("subsets") or []) if dr else []:
+    for subset in (spec_of(dr).get("subsets") or []) if dr else []:
         if isinstance(subset, dict) and isinstance(subset.get("labels"), dict):
             version = subset["labels"].get(request.version_label)
             if isinstance(subset.get("name"), str) and isinstance(version, str):
@@ -137,13 +119,10 @@ def virtual_service_refusals(
                 "the canary match route it inserts and later removes (it would delete this route)",
                 "set canary_route_name to a name no route of this VirtualService uses, or rename this route",
             ))
-    for section in ROUTE_SECTIONS:
-        for i, route in enumerate(_routes(vs, section)):
-            for j, entry in enumerate(_route_entries(route)):
-                dest = _dest(entry)
-                if request.refers_to_host(dest.get("host")) and not dest.get("subset"):
-                    problem, fix = unpinned_problem_and_fix(request)
-                    refusals.append(Refusal(name, f"spec.{section}[{i}].route[{j}].destination", problem, fix))
+    for path, dest in host_destinations(vs, request):
+        if not dest.get("subset"):
+            problem, fix = unpinned_problem_and_fix(request)
+            refusals.append(Refusal(name, path, problem, fix))
     try:
         owned = find_owned_route(vs, request)
     except RoutingError as exc:
@@ -168,19 +147,22 @@ def _live_traffic_refusals(
 ) -> list[Refusal]:
     name = object_name("VirtualService", vs)
     field = f"spec.http[{owned}].route"
-    entries = [e for e in _route_entries(_routes(vs, "http")[owned]) if isinstance(e, dict)]
+    entries = [e for e in route_entries(_routes(vs, "http")[owned]) if isinstance(e, dict)]
     lone = len(entries) == 1
-    stable_entries = [e for e in entries if request.refers_to_host(_dest(e).get("host"))
-                      and _dest(e).get("subset") == request.stable_subset]
+    stable_entries = [e for e in entries if request.refers_to_host(destination_of(e).get("host"))
+                      and destination_of(e).get("subset") == request.stable_subset]
     if len(stable_entries) > 1:
         return [Refusal(name, field, f"{len(stable_entries)} destinations use subset {request.stable_subset!r}",
                         "merge them into one destination before the release")]
-    total = sum(_weight(e, lone) for e in entries)
+    def weight(entry: dict[str, Any]) -> int:
+        return 100 if lone else weight_of(entry)  # a lone destination takes all traffic
+
+    total = sum(weight(e) for e in entries)
     shares: dict[str, int] = {}
     for entry in entries:
-        dest = _dest(entry)
+        dest = destination_of(entry)
         if request.refers_to_host(dest.get("host")) and dest.get("subset"):
-            shares[dest["subset"]] = shares.get(dest["subset"], 0) + _weight(entry, lone)
+            shares[dest["subset"]] = shares.get(dest["subset"], 0) + weight(entry)
     versions = _subset_versions(dr, request)
 
     def percent(weight: int) -> str:
@@ -222,7 +204,7 @@ def destination_rule_refusals(dr: dict[str, Any], request: ReleaseRequest) -> li
     except RoutingError as exc:
         return [Refusal(object_name("DestinationRule", dr), "spec.host", str(exc),
                         host_spelling_fix(request) or "set destination_rule to the rule of the release's host")]
-    defined = {sub.get("name") for sub in _spec(dr).get("subsets") or [] if isinstance(sub, dict)}
+    defined = {sub.get("name") for sub in spec_of(dr).get("subsets") or [] if isinstance(sub, dict)}
     if request.stable_subset not in defined:
         return [Refusal(
             object_name("DestinationRule", dr), "spec.subsets",
@@ -238,7 +220,7 @@ def destination_rule_refusals(dr: dict[str, Any], request: ReleaseRequest) -> li
 
 
 def _applies_to_mesh(vs: dict[str, Any]) -> bool:
-    gateways = _spec(vs).get("gateways")
+    gateways = spec_of(vs).get("gateways")
     return not gateways or "mesh" in gateways
 
 
@@ -257,7 +239,7 @@ def other_virtual_service_refusals(
     release_name = (release_vs.get("metadata") or {}).get("name")
     others = [vs for vs in others if (vs.get("metadata") or {}).get("name") != release_name]
     roots = [vs for vs in others if _delegates_to(vs, release_name, request.namespace)]
-    if not _spec(release_vs).get("hosts") and not roots:
+    if not spec_of(release_vs).get("hosts") and not roots:
         refusals.append(Refusal(
             object_name("VirtualService", release_vs), "spec.hosts",
             "it has no hosts (a delegate) and no VirtualService of the namespace delegates to it, so its routes "
@@ -271,7 +253,7 @@ def other_virtual_service_refusals(
         if routed and meta.get("name") not in request.virtual_services:
             path, dest = routed[0]
             subset = f" subset {dest['subset']!r}" if dest.get("subset") else ""
-            gateways = _spec(vs).get("gateways")
+            gateways = spec_of(vs).get("gateways")
             via = f" (gateways {gateways})" if gateways else ""
             refusals.append(Refusal(
                 name, path,
@@ -285,7 +267,7 @@ def other_virtual_service_refusals(
         if vs in roots:
             continue  # it hands the host's traffic to the release's VirtualService
         if _applies_to_mesh(vs) and _applies_to_mesh(release_vs):
-            for i, host in enumerate(_spec(vs).get("hosts") or []):
+            for i, host in enumerate(spec_of(vs).get("hosts") or []):
                 if _covers_service(host, str(meta.get("namespace") or request.namespace), request):
                     refusals.append(Refusal(
                         name, f"spec.hosts[{i}]",
@@ -310,7 +292,7 @@ def _delegates_to(vs: dict[str, Any], name: str, namespace: str) -> bool:
 
 def _export_namespaces(obj: dict[str, Any], own: str) -> set[str] | None:
     """Namespaces an object is visible to; None for all ("*" or no exportTo)."""
-    export = _spec(obj).get("exportTo")
+    export = spec_of(obj).get("exportTo")
     if not export or "*" in export:
         return None
     return {own if e == "." else e for e in export if e != "~"}
@@ -345,9 +327,9 @@ def other_destination_rule_refusals(
         namespace = str(meta.get("namespace") or "")
         if (namespace, meta.get("name")) == release_key:
             continue
-        if not _covers_service(_spec(rule).get("host"), namespace, request):
+        if not _covers_service(spec_of(rule).get("host"), namespace, request):
             continue
-        if _spec(rule).get("workloadSelector"):
+        if spec_of(rule).get("workloadSelector"):
             continue  # applies to the selected sidecars' own traffic policy, not to routing
         name = object_name("DestinationRule", rule)
         if namespace == request.namespace:
@@ -358,7 +340,7 @@ def other_destination_rule_refusals(
                 f"merge it into {dr_name}, or delete it",
             ))
             continue
-        subsets = {s.get("name"): s.get("labels") for s in _spec(rule).get("subsets") or [] if isinstance(s, dict)}
+        subsets = {s.get("name"): s.get("labels") for s in spec_of(rule).get("subsets") or [] if isinstance(s, dict)}
         if subsets.get(request.canary_subset) != request.canary_labels:
             refusals.append(Refusal(
                 name, "spec.subsets",
@@ -374,7 +356,7 @@ def other_destination_rule_refusals(
 
 
 def service_selector(service: dict[str, Any]) -> dict[str, str]:
-    selector = _spec(service).get("selector")
+    selector = spec_of(service).get("selector")
     return dict(selector) if isinstance(selector, dict) else {}
 
 

@@ -3,7 +3,7 @@
 Every function is pure: it returns a NEW dict (deep copy) and never mutates its input, so
 the hook can diff before/after and retry a read-modify-write on 409 with the same intent.
 
-What a release owns (DESIGN rule 2), and nothing else:
+What a release owns (README: "Safety rules the code keeps"), and nothing else:
 - the *owned route*: the HTTP route named `request.route_name`, or else the single catch-all
   HTTP route (no match) whose destinations all point at the host;
 - the *canary match route* (`request.canary_route_name`), which it inserts immediately before
@@ -65,13 +65,14 @@ class SubsetConflictError(RoutingError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """`spec` of an object, {} when absent or malformed."""
     spec = obj.get("spec")
     return spec if isinstance(spec, dict) else {}
 
 
 def _http_routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
-    routes = _spec(vs).get("http")
+    routes = spec_of(vs).get("http")
     return routes if isinstance(routes, list) else []
 
 
@@ -80,12 +81,14 @@ def _name_of(obj: dict[str, Any]) -> str:
     return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
-def _entries(route: dict[str, Any]) -> list[dict[str, Any]]:
+def route_entries(route: dict[str, Any]) -> list[dict[str, Any]]:
+    """The route's destination entries (`route`), the malformed ones left out."""
     entries = route.get("route")
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _destination(entry: dict[str, Any]) -> dict[str, Any]:
+def destination_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's `destination`, {} when absent or malformed."""
     dest = entry.get("destination")
     return dest if isinstance(dest, dict) else {}
 
@@ -99,15 +102,15 @@ def is_catch_all(route: dict[str, Any]) -> bool:
 
 
 def _routes_only_to_host(route: dict[str, Any], request: ReleaseRequest) -> bool:
-    entries = _entries(route)
-    return bool(entries) and all(request.refers_to_host(_destination(e).get("host")) for e in entries)
+    entries = route_entries(route)
+    return bool(entries) and all(request.refers_to_host(destination_of(e).get("host")) for e in entries)
 
 
 def _describe(index: int, route: dict[str, Any]) -> str:
     name = route.get("name")
     label = f"http[{index}]" + (f" {name!r}" if name else "")
     kind = "catch-all" if is_catch_all(route) else "match"
-    hosts = sorted({str(_destination(e).get("host")) for e in _entries(route)})
+    hosts = sorted({str(destination_of(e).get("host")) for e in route_entries(route)})
     target = ", ".join(hosts) if hosts else "no route destinations"
     return f"{label} ({kind} -> {target})"
 
@@ -194,10 +197,10 @@ def _owned(out: dict[str, Any], request: ReleaseRequest) -> tuple[int, dict[str,
 
 def _stable_template(route: dict[str, Any], request: ReleaseRequest) -> dict[str, Any] | None:
     """The entry whose host spelling, port and extras the stable destination inherits."""
-    entries = [e for e in _entries(route) if request.refers_to_host(_destination(e).get("host"))]
+    entries = [e for e in route_entries(route) if request.refers_to_host(destination_of(e).get("host"))]
     for wanted in (request.stable_subset, None):
         for entry in entries:
-            if _destination(entry).get("subset") == wanted:
+            if destination_of(entry).get("subset") == wanted:
                 return entry
     return entries[0] if entries else None
 
@@ -205,7 +208,7 @@ def _stable_template(route: dict[str, Any], request: ReleaseRequest) -> dict[str
 def _entry_for(
     subset: str, weight: int | None, template: dict[str, Any] | None, request: ReleaseRequest
 ) -> dict[str, Any]:
-    template_dest = _destination(template) if template else {}
+    template_dest = destination_of(template) if template else {}
     destination: dict[str, Any] = {"host": template_dest.get("host") or request.host, "subset": subset}
     if "port" in template_dest:
         destination["port"] = copy.deepcopy(template_dest["port"])
@@ -223,12 +226,13 @@ def _entry_for(
 
 def _is_release_entry(entry: dict[str, Any], request: ReleaseRequest) -> bool:
     """A destination of the host at the stable or canary subset: the entries the release moves."""
-    dest = _destination(entry)
+    dest = destination_of(entry)
     return request.refers_to_host(dest.get("host")) and dest.get("subset") in (
         request.stable_subset, request.canary_subset)
 
 
-def _weight_of(entry: dict[str, Any]) -> int:
+def weight_of(entry: dict[str, Any]) -> int:
+    """An entry's explicit weight; 0 when it has none (Istio's reading with several entries)."""
     weight = entry.get("weight")
     return weight if isinstance(weight, int) and not isinstance(weight, bool) else 0
 
@@ -276,8 +280,8 @@ def set_weights(vs: dict[str, Any], request: ReleaseRequest, canary_weight: int)
     template = _stable_template(route, request)
     entries = route.get("route") if isinstance(route.get("route"), list) else []
     for j, entry in enumerate(entries):
-        if isinstance(entry, dict) and request.refers_to_host(_destination(entry).get("host")) \
-                and not _destination(entry).get("subset"):
+        if isinstance(entry, dict) and request.refers_to_host(destination_of(entry).get("host")) \
+                and not destination_of(entry).get("subset"):
             raise RoutingError(unpinned_route_message(vs, index, j, request))
     others = [e for e in entries if not (isinstance(e, dict) and _is_release_entry(e, request))]
     if not others:
@@ -291,7 +295,7 @@ def set_weights(vs: dict[str, Any], request: ReleaseRequest, canary_weight: int)
                 _entry_for(request.canary_subset, weight, template, request),
             ]
         return out
-    share = sum(_weight_of(e) for e in entries if isinstance(e, dict) and _is_release_entry(e, request))
+    share = sum(weight_of(e) for e in entries if isinstance(e, dict) and _is_release_entry(e, request))
     if share <= 0:
         raise RoutingError(
             f"VirtualService {_name_of(vs)}: the owned route sends no weight to subset "
@@ -431,7 +435,7 @@ def written_routes(vs: dict[str, Any], request: ReleaseRequest) -> set[int]:
 
 
 def _check_dr_host(dr: dict[str, Any], request: ReleaseRequest) -> None:
-    host = _spec(dr).get("host")
+    host = spec_of(dr).get("host")
     if not request.refers_to_host(host):
         raise RoutingError(
             f"DestinationRule {_name_of(dr)} is for host {host!r}, "
@@ -494,17 +498,17 @@ def ensure_subsets(dr: dict[str, Any], request: ReleaseRequest) -> dict[str, Any
 def referenced_subsets(vs: dict[str, Any], request: ReleaseRequest) -> set[str]:
     """Subsets of the release's host that any http/tcp/tls route or mirror of `vs` points at."""
     found: set[str] = set()
-    spec = _spec(vs)
+    spec = spec_of(vs)
     for kind in ("http", "tcp", "tls"):
         for route in spec.get(kind) or []:
             if not isinstance(route, dict):
                 continue
-            dests = [_destination(e) for e in _entries(route)]
+            dests = [destination_of(e) for e in route_entries(route)]
             if isinstance(route.get("mirror"), dict):
                 dests.append(route["mirror"])
             for mirror in route.get("mirrors") or []:
                 if isinstance(mirror, dict):
-                    dests.append(_destination(mirror))
+                    dests.append(destination_of(mirror))
             for dest in dests:
                 if request.refers_to_host(dest.get("host")) and dest.get("subset"):
                     found.add(dest["subset"])
@@ -529,7 +533,7 @@ def restore_subsets(
     subsets = spec.get("subsets")
     if not isinstance(subsets, list):
         return out
-    before = {s.get("name") for s in (_spec(snapshot_dr or {}).get("subsets") or []) if isinstance(s, dict)}
+    before = {s.get("name") for s in (spec_of(snapshot_dr or {}).get("subsets") or []) if isinstance(s, dict)}
     keep = referenced_subsets(keep_referenced_by, request) if keep_referenced_by else set()
     written = {request.stable_subset: request.stable_labels, request.canary_subset: request.canary_labels}
 
@@ -545,7 +549,7 @@ def restore_subsets(
         )
 
     remaining = [s for s in subsets if not release_added(s)]
-    if remaining or (snapshot_dr is not None and "subsets" in _spec(snapshot_dr)):
+    if remaining or (snapshot_dr is not None and "subsets" in spec_of(snapshot_dr)):
         spec["subsets"] = remaining
     else:
         spec.pop("subsets", None)
@@ -595,7 +599,7 @@ class RoutingState:
 
 
 def _shares(route: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
-    entries = _entries(route)
+    entries = route_entries(route)
     if len(entries) == 1:
         return [(entries[0], 1.0)]
     weights = [e.get("weight") if isinstance(e.get("weight"), int) else 0 for e in entries]
@@ -611,7 +615,7 @@ def routing_state(vs: dict[str, Any], request: ReleaseRequest) -> RoutingState:
     route = _http_routes(vs)[index]
     canary = stable = 0.0
     for entry, share in _shares(route):
-        dest = _destination(entry)
+        dest = destination_of(entry)
         if not request.refers_to_host(dest.get("host")):
             continue
         if dest.get("subset") == request.canary_subset:

@@ -107,7 +107,8 @@ class IstioPreflightOperator(IstioReleaseOperator):
             except ObjectNotFoundError as exc:
                 raise PreflightError(f"VirtualService {req.namespace}/{name} (virtual_services) not found") from exc
 
-        refusals = [*service_refusals(service, req), *destination_rule_refusals(dr, req)]
+        service_problems = service_refusals(service, req)
+        refusals = [*service_problems, *destination_rule_refusals(dr, req)]
         for name, each in included.items():
             taken = lock_of(each)
             if taken is not None and taken.holder != holder and not self._break_stale():
@@ -122,7 +123,7 @@ class IstioPreflightOperator(IstioReleaseOperator):
         refusals += other_virtual_service_refusals(vs, hook.list("VirtualService", req.namespace), req)
         refusals += other_destination_rule_refusals(vs, dr, self._rules_of_host(), req)
         problems: list[str] = []
-        if not service_refusals(service, req):
+        if not service_problems:  # pods are found through the Service's selector
             refusals += self._check_pods(service, problems)
         if refusals:
             raise ReleaseRefusedError(refusals)

@@ -5,7 +5,7 @@ Runs in the triggerer. Every `check_interval_seconds` it reads the raw request c
 stops at once when the judge fails; at bake end (extended while the canary has too few
 requests, up to `max_bake_seconds`) it hands the progress back to the task. All network
 I/O is async (aiohttp); the judge is pure and cheap. The whole progress travels in the
-event payload: DESIGN notes that `defer(kwargs=...)` arrive as None under `dags test`.
+event payload: the `kwargs=` given to `defer` arrive as None under `airflow dags test`.
 """
 
 from __future__ import annotations
