@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from bench import emit
 from bench.rules import ANCHORS
 from bench.sim import (
     FAMILIES,
+    HISTORY_SECONDS,
     INTERVAL_SECONDS,
     SCENARIOS,
     STEPS,
@@ -34,21 +36,27 @@ from bench.sim import (
 )
 from istio_canary.core.judge import Outcome
 from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot, Measurement
+from istio_canary.core.plan import plan_bake
 from istio_canary.core.watch import WatchTarget, begin, next_action, record_check
 
 RULES: tuple[str, ...] = ("ours", "flagger", "argo", "kayenta", "oracle")
 ANCHOR_NAMES: tuple[str, ...] = RULES[1:]
 OUTCOMES: tuple[str, ...] = ("promoted", "rolled_back", "inconclusive")
 OURS_BAKE_SECONDS = 60
+# The planner may extend a step's bake up to this (ten bakes): its time cost shows in decide_s.
+OURS_MAX_BAKE_SECONDS = 600
+# Before each step the operator reads the service's request and error rate over this window.
+PLAN_WINDOW_SECONDS = 120
 DEFAULT_REPLICAS = 500
 DEFAULT_SEED = 20240601
 _TARGET = WatchTarget("bench", "bench", "stable", "canary")
 
 
 def ours_config() -> AnalysisConfig:
-    """The project's defaults; only bake and check interval set to the benchmark's schedule."""
+    """The project's defaults; bake, its bound and check interval set to the benchmark's schedule."""
     return AnalysisConfig.from_params(
-        {"bake_seconds": OURS_BAKE_SECONDS, "check_interval_seconds": INTERVAL_SECONDS}
+        {"bake_seconds": OURS_BAKE_SECONDS, "check_interval_seconds": INTERVAL_SECONDS,
+         "max_bake_seconds": OURS_MAX_BAKE_SECONDS}
     )
 
 
@@ -69,12 +77,22 @@ def run_ours(traffic: Traffic, config: AnalysisConfig | None = None) -> Decision
     served = Served()
     state = None
     index = 0
-    for weight in STEPS:
+    seen: list[Interval] = []
+    for number, weight in enumerate(STEPS):
+        step_config = config
+        if config.plan_bake:
+            rps, rate = _recent_traffic(seen, history)
+            plan = plan_bake(config, weights=STEPS[number:], service_rps=rps, baseline_rate=rate,
+                             seen_requests=state.canary_requests if state else 0.0,
+                             dispersion=state.dispersion if state else 0.0)
+            if not plan.enough and number == 0:
+                return served.decide("inconclusive", 0.0)  # refused before the bake: not promoted
+            step_config = replace(config, bake_seconds=plan.seconds)
         progress = begin(index * INTERVAL_SECONDS, state, history)
         progress, _ = record_check(config, _TARGET, progress, _snapshot(index, counters))
         window: list[Interval] = []
         while True:
-            action = next_action(config, progress, index * INTERVAL_SECONDS)
+            action = next_action(step_config, progress, index * INTERVAL_SECONDS)
             if action == "stop":
                 return served.decide("rolled_back", index * INTERVAL_SECONDS)
             if action == "finish":
@@ -83,12 +101,13 @@ def run_ours(traffic: Traffic, config: AnalysisConfig | None = None) -> Decision
             index += 1
             served.add(iv)
             window.append(iv)
+            seen.append(iv)
             _count(counters, iv)
             progress, _ = record_check(
-                config, _TARGET, progress, _snapshot(index, counters), _window_p99s(window)
+                step_config, _TARGET, progress, _snapshot(index, counters), _window_p99s(window)
             )
         progress, verdict = record_check(
-            config, _TARGET, progress, _snapshot(index, counters), _window_p99s(window), final=True
+            step_config, _TARGET, progress, _snapshot(index, counters), _window_p99s(window), final=True
         )
         assert verdict is not None
         if verdict.outcome is Outcome.FAIL:
@@ -97,6 +116,17 @@ def run_ours(traffic: Traffic, config: AnalysisConfig | None = None) -> Decision
             return served.decide("inconclusive", index * INTERVAL_SECONDS)
         state = progress.state
     return served.decide("promoted", index * INTERVAL_SECONDS)
+
+
+def _recent_traffic(seen: Sequence[Interval], history: Measurement) -> tuple[float, float | None]:
+    """The service's requests/s and error rate over the last PLAN_WINDOW_SECONDS, as the watch
+    operator reads them from Prometheus before a step (the pre-release hour before the first)."""
+    recent = seen[-(PLAN_WINDOW_SECONDS // INTERVAL_SECONDS):]
+    if not recent:
+        return history.requests / HISTORY_SECONDS, history.error_rate
+    requests = sum(iv.canary_requests + iv.stable_requests for iv in recent)
+    errors = sum(iv.canary_errors + iv.stable_errors for iv in recent)
+    return requests / (len(recent) * INTERVAL_SECONDS), (errors / requests if requests else None)
 
 
 def _count(counters: dict[str, list[int]], iv: Interval) -> None:

@@ -57,7 +57,7 @@ KAYENTA_MIN_INTERVALS = 3  # per version, below this the metric is NODATA
 ORACLE_ALPHA = 0.01
 ORACLE_BETA = 0.01
 ORACLE_STEP_SECONDS = 60
-ORACLE_MAX_SECONDS = 540  # ours' longest possible release: 3 steps x max_bake_seconds 180 s
+ORACLE_MAX_SECONDS = 1800  # ours' longest possible release: 3 steps x max_bake_seconds 600 s
 
 
 # --------------------------------------------------------------------------- Flagger

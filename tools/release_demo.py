@@ -24,7 +24,9 @@ from tools.live_airflow import AIRFLOW, PROJECT_ROOT, airflow_env
 STATE_DIR = PROJECT_ROOT / ".sandbox-demo"
 AIRFLOW_HOME = PROJECT_ROOT / ".demo-airflow"
 RELEASE = {"service": "reviews", "namespace": "bookinfo", "stable_version": "v1", "canary_version": "v2",
-           "check_interval_seconds": 2, "min_requests": 30}
+           "check_interval_seconds": 2, "min_requests": 30,
+           # Short demo bakes on the sandbox's modest traffic: planned bakes would stretch them.
+           "plan_bake": False}
 
 
 def say(text: str) -> None:

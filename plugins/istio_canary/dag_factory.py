@@ -93,6 +93,11 @@ def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
         "max_bake_seconds": Param(None, type=["integer", "null"], minimum=1, title="Max bake time (s)",
                                   description="Low traffic extends the bake up to this (default: 3 x bake time).",
                                   section=ANALYSIS),
+        "plan_bake": Param(True, type="boolean", title="Plan the bake from traffic",
+                           description="Before each step, bake long enough (up to the max bake time) to catch a "
+                                       "canary failing twice as often as stable; refuse a release whose traffic "
+                                       "cannot give that even at the max. Off: bake the bake time.",
+                           section=ANALYSIS),
         "release_window": Param(None, type=["string", "null"], title="Release window policy",
                                 description="A policy from include/release_windows.yaml (e.g. office-hours); "
                                             "empty: the service's policy if it has one; 'none': no window.",
@@ -225,9 +230,11 @@ def build_release_dag(
         failable += [preflight, destination_rule]
 
         def phase(group_id: str, set_route: Any, judge_state_from: str | None, label: str,
-                  next_ids: Any) -> Any:
+                  next_ids: Any, plan_weights: Sequence[int] | None = None) -> Any:
             """set_route -> watch -> analyze -> decide (branch: next, or verdict_failed)."""
             watch = CanaryWatchOperator(task_id="watch", release=release, judge_state_from=judge_state_from,
+                                        plan_weights=plan_weights,
+                                        refuse_short_plan=plan_weights is not None and len(plan_weights) == len(steps),
                                         **prom)
             analyze = CanaryAnalysisOperator(task_id="analyze", release=release,
                                              watch_task_id=f"{group_id}.watch", **prom)
@@ -291,7 +298,8 @@ def build_release_dag(
                     next_ids = lambda v: "approve_promotion" if v.get("require_approval") else "no_approval_needed"  # noqa: E731
                 else:
                     next_ids = lambda _v, nxt=f"step_{steps[index + 1]}.window": nxt  # noqa: E731
-                decided = phase(group_id, set_route, previous_analyze, f"step {weight}%", next_ids)
+                decided = phase(group_id, set_route, previous_analyze, f"step {weight}%", next_ids,
+                                plan_weights=steps[index:])
                 if index == 0:
                     entries >> set_route
                 else:

@@ -8,6 +8,7 @@ triggerer path runs in the DAG end-to-end tests.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from typing import Any
@@ -191,3 +192,31 @@ def test_analysis_on_its_own_judges_the_last_window(mesh: Any) -> None:
     query = parse_qs(urlparse(link).query)["g0.expr"][0]
     assert 'destination_version=~"v2|v1"' in query
     assert {r["metric"]["destination_version"] for r in mesh.prom_result(query)} == {"v1", "v2"}
+
+
+def test_bake_is_planned_from_the_traffic_prometheus_sees(mesh: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    """Before the bake the watch reads the service's recent request and error rate, plans how
+    long the step must bake to tell a 2x error rate, logs why, and bakes that long (within
+    max_bake_seconds); a plan that cannot be enough even at the maximum refuses the release."""
+    route(mesh, 0)
+    mesh.set_behaviour(rps=200)
+    time.sleep(8)
+    params = {**BASE, "bake_seconds": 5, "max_bake_seconds": 600}
+    op = CanaryWatchOperator(task_id="watch", release=params, plan_weights=[10, 50, 100], refuse_short_plan=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": FakeTI(), "dag_run": None})
+    planned = deferred.value.trigger.analysis["bake_seconds"]
+    captured = capfd.readouterr()
+    log = captured.out + captured.err  # the task log as the task process prints it
+    assert "planned bake" in log and "requests/s to the service" in log and "alpha 0.01, power 0.8" in log
+    assert f"planned bake {planned}s for this step" in log
+    assert 5 <= planned <= 600
+    needed = re.search(r"needs (\d+) canary requests", log)
+    assert needed is not None and 100 <= int(needed.group(1)) <= 50_000, log
+    # The same traffic with a maximum far too short: refused before the bake, saying what to change.
+    short = CanaryWatchOperator(task_id="watch", release={**BASE, "bake_seconds": 1, "max_bake_seconds": 1},
+                                plan_weights=[10, 50, 100], refuse_short_plan=True)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=r"release refused before its bake: .*raise max_bake_seconds to at least"):
+        short.execute({"ti": FakeTI(), "dag_run": None})

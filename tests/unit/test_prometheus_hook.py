@@ -421,6 +421,7 @@ def test_analysis_queries_on_istio_metrics_in_a_real_prometheus(tmp_path: Path) 
         )
         assert verdict.outcome is Outcome.FAIL
         failed = {r.name for r in verdict.reasons if r.outcome is Outcome.FAIL}
-        assert {"errors_vs_stable", "errors_vs_max", "error_rate", "p99_vs_stable"} <= failed
+        # One interval never decides errors_vs_stable (its evidence is capped per interval).
+        assert {"errors_vs_max", "error_rate", "p99_vs_stable"} <= failed
     finally:
         server.stop()

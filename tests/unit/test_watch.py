@@ -72,11 +72,61 @@ def test_freshness_query_wraps_the_raw_selector():
     assert query.startswith("max(timestamp(istio_requests_total{") and "sum" not in query
 
 
-def test_bake_end_holds_while_stable_is_in_an_incident():
+P99 = {"v1": 100.0, "v2": 100.0}
+
+
+def steps(progress: WatchProgress, start: float, intervals, config: AnalysisConfig = CONFIG):
+    """Feed (stable n, stable e, canary n, canary e) intervals as cumulative snapshots 5 s apart."""
+    at = start
+    v1, v2 = progress.last.series["v1"], progress.last.series["v2"]
+    s_n, s_e = sum(v1.values()), v1.get("503", 0.0)
+    c_n, c_e = sum(v2.values()), v2.get("503", 0.0)
+    verdict = None
+    for stable_n, stable_e, canary_n, canary_e in intervals:
+        at += 5
+        s_n, s_e, c_n, c_e = s_n + stable_n, s_e + stable_e, c_n + canary_n, c_e + canary_e
+        progress, verdict = record_check(config, TARGET, progress, snap(at, (s_n, s_e), (c_n, c_e)), P99)
+    return progress, verdict, at
+
+
+def test_an_incident_is_discounted_and_does_not_stop_the_clock():
     progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 0), (100, 0)))
-    # Both versions at ~25 % errors in the last interval: stable is degraded, not the canary.
-    progress, verdict = record_check(CONFIG, TARGET, progress, snap(31, (1225, 56), (125, 6)))
-    assert any(r.name == "incident" for r in verdict.reasons), verdict.table()
-    assert verdict.outcome is Outcome.INCONCLUSIVE
+    healthy = [(225, 1, 25, 0)] * 5
+    # Both versions at ~25 % errors in one interval: stable is degraded, not the canary.
+    progress, verdict, at = steps(progress, 1, [*healthy, (225, 56, 25, 6)])
+    assert any(r.name == "incident" and r.outcome is Outcome.PASS for r in verdict.reasons), verdict.table()
+    assert progress.discounted["canary"].errors == 6 and progress.discounted["stable"].errors == 56
+    assert next_action(CONFIG, progress, at) == "finish"  # the bake ends on time
+    progress, final = record_check(CONFIG, TARGET, progress, progress.last, P99, final=True)
+    floor = next(r for r in final.reasons if r.name == "error_rate")
+    assert "25 canary requests in incidents discounted" in floor.detail and floor.value == 0.0, final.table()
+    assert final.outcome is Outcome.PASS, final.table()
+    again = WatchProgress.from_dict(progress.to_dict())
+    assert again.discounted == progress.discounted
+
+
+def test_one_burst_at_100_percent_is_forgiven_a_steady_failure_is_not():
+    last_step = AnalysisConfig.from_params({"bake_seconds": 30, "check_interval_seconds": 5, "min_requests": 20})
+    start, _ = record_check(last_step, TARGET, begin(0.0), snap(1, (1000, 0), (100, 0)))
+    quiet = (0, 0, 500, 2)
+    progress, verdict, at = steps(start, 1, [quiet, quiet, (0, 0, 500, 50), quiet, quiet, quiet], last_step)
+    assert next_action(last_step, progress, at) == "finish", verdict.table()
+    progress, final = record_check(last_step, TARGET, progress, progress.last, P99, final=True)
+    assert final.outcome is Outcome.PASS, final.table()
+    floor = next(r for r in final.reasons if r.name == "error_rate")
+    assert "1 burst interval(s), 500 requests, discounted" in floor.detail
+    # The same errors every interval are a failing canary, whatever the cap.
+    progress, verdict, at = steps(start, 1, [(0, 0, 500, 25)] * 6, last_step)
+    assert verdict.outcome is Outcome.FAIL, verdict.table()
+
+
+def test_bake_end_extends_while_the_canary_is_above_max_error_rate_but_not_significantly():
+    progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 0), (100, 0)))
+    # 2 errors in 150 canary requests (1.3 %), stable 0.4 %: above 1 %, far from significant.
+    progress, verdict, _at = steps(progress, 1, [(225, 1, 25, 0)] * 4 + [(225, 1, 25, 1)] * 2)
+    assert verdict.outcome is not Outcome.FAIL, verdict.table()
     assert next_action(CONFIG, progress, 31) == "extend"
     assert next_action(CONFIG, progress, CONFIG.max_bake_seconds) == "finish"
+    progress, final = record_check(CONFIG, TARGET, progress, progress.last, P99, final=True)
+    floor = next(r for r in final.reasons if r.name == "error_rate")
+    assert floor.outcome is Outcome.PASS and "not significantly" in floor.detail

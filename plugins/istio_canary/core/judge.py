@@ -14,22 +14,37 @@ Three error tests, Bonferroni-split (each fails at `3/alpha`):
   intervals of (q1/q0)^c ((1-q1)/(1-q0))^s is a martingale under H0 for every theta, also
   when the traffic split changes between steps; we average it over a grid of theta. An
   incident that hits both versions moves both counts and is not blamed on the canary.
-* errors_vs_history: canary errors against the stable rate of the hour before the release
-  (times 1 + history_margin): a one-sample Bernoulli mixture likelihood ratio. Works with
-  no stable traffic left (the 100 % step).
+* errors_vs_baseline: canary errors against stable's rate (times 1 + history_margin): stable
+  during this release once it has served `BASELINE_MIN_STABLE_REQUESTS` (recent, same time of
+  day), the hour before the release until then. A one-sample Bernoulli mixture likelihood
+  ratio; it works with no stable traffic left (the 100 % step).
 * errors_vs_max: the same one-sample test against `max_error_rate`, so a clearly bad canary
   stops early instead of at bake end.
 
-The one-sample tests skip intervals in which stable itself is significantly above their
-reference (an incident): such a check is inconclusive, never a pass, and too many
-consecutive inconclusive checks fail the step. Latency, custom metrics and the absolute
-error-rate floor are thresholds on the cumulative window, applied once the canary has
-`min_requests`. Too little data is inconclusive, never a pass.
+Real traffic is not binomial, and three guards keep it from passing for evidence:
+
+* Overdispersion: error counts vary more from interval to interval than a binomial does.
+  Stable's own intervals give the excess (a negative-binomial c^2, `JudgeState.dispersion`);
+  each interval's log likelihood ratio is divided by its variance inflation 1 + c^2 mu, the
+  quasi-likelihood correction, and the bake-end floor test uses the effective sample.
+* One interval never decides: its log likelihood ratio is capped at a third of the failing
+  threshold's log, so a fail needs evidence from at least `INTERVALS_TO_FAIL` intervals and a
+  single shared burst cannot roll a release back. Capping keeps the supermartingale
+  (E[min(L, C)] <= E[L] <= 1).
+* Incidents: intervals in which stable itself is significantly above the reference are
+  skipped by the one-sample tests and taken out of the bake-end window (the watch passes
+  them as `discounted`); with no stable left, an interval far above the rest of the window
+  is taken out the same way. The clock is not stopped.
+
+Latency, custom metrics and the absolute error-rate floor are thresholds on the cumulative
+window, applied once the canary has `min_requests`. Too little data is inconclusive, never
+a pass.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -40,7 +55,16 @@ from istio_canary.core.metrics import AnalysisConfig, Measurement, Window
 
 # Alternatives mixed with equal weight: error-rate ratios worth stopping a release for.
 THETAS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0)
-ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_history", "errors_vs_max")
+ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_baseline", "errors_vs_max")
+# A fail needs evidence from at least this many intervals (see the module docstring).
+INTERVALS_TO_FAIL = 3
+# In-release stable requests before their rate replaces the pre-release hour as the baseline.
+BASELINE_MIN_STABLE_REQUESTS = 1000
+# Stable intervals with requests before their spread is read as overdispersion.
+DISPERSION_MIN_INTERVALS = 5
+# An interval is an outlier of its window (a burst) when its errors would be this unlikely at
+# the rate of the rest of the window.
+OUTLIER_P_VALUE = 0.001
 # Stable counts as degraded in an interval when its errors would be this unlikely at the
 # reference rate. Rare for a healthy stable (skipping costs a little power, never validity).
 INCIDENT_P_VALUE = 0.01
@@ -50,7 +74,7 @@ HISTORY_FLOOR = 0.001
 # buckets (50, 100, 250 ms) two healthy versions' interpolated p99s differ by more than 20 %
 # in ~1.3 % of comparisons at 500 requests each, ~0.3 % at 1,000 (simulated).
 LATENCY_COMPARISON_MIN_REQUESTS = 1000
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class Outcome(StrEnum):
@@ -146,7 +170,10 @@ class Observation:
     """What one check sees. `canary`/`stable`: counts since the previous check (interval);
     `window_*`: cumulative since the watch started (latency and custom values come from
     these); `history`: stable over `baseline_window_seconds` before the release, if known.
-    `stable` is None (or zero requests) when no stable traffic is left."""
+    `stable` is None (or zero requests) when no stable traffic is left. `discounted_*`: the
+    window's counts in intervals already judged incidents (taken out of the bake-end floor);
+    `canary_intervals`: the window's per-interval canary (requests, errors), this one last;
+    `interval_seconds`: how long this interval was."""
 
     canary: Measurement
     window_canary: Measurement
@@ -154,6 +181,10 @@ class Observation:
     window_stable: Measurement | None = None
     history: Measurement | None = None
     window: Window | None = None
+    discounted_canary: Measurement | None = None
+    discounted_stable: Measurement | None = None
+    canary_intervals: tuple[tuple[float, float], ...] = ()
+    interval_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         def opt(m: Measurement | None) -> dict[str, Any] | None:
@@ -166,6 +197,10 @@ class Observation:
             "window_stable": opt(self.window_stable),
             "history": opt(self.history),
             "window": None if self.window is None else [self.window.start, self.window.end],
+            "discounted_canary": opt(self.discounted_canary),
+            "discounted_stable": opt(self.discounted_stable),
+            "canary_intervals": [list(pair) for pair in self.canary_intervals],
+            "interval_seconds": self.interval_seconds,
         }
 
     @classmethod
@@ -181,6 +216,10 @@ class Observation:
             window_stable=opt(raw.get("window_stable")),
             history=opt(raw.get("history")),
             window=None if window is None else Window(float(window[0]), float(window[1])),
+            discounted_canary=opt(raw.get("discounted_canary")),
+            discounted_stable=opt(raw.get("discounted_stable")),
+            canary_intervals=tuple((float(n), float(e)) for n, e in raw.get("canary_intervals") or ()),
+            interval_seconds=float(raw.get("interval_seconds") or 0.0),
         )
 
 
@@ -189,7 +228,10 @@ class JudgeState:
     """Everything carried from one check to the next; JSON round-trips via to_dict/from_dict.
 
     `log_e` holds, per error test, the log likelihood ratio for each theta in THETAS.
-    Carrying it across steps keeps one alpha for the whole release.
+    Carrying it across steps keeps one alpha for the whole release. `history_rate` is
+    stable's error rate in the hour before the release; the `*_interval_sums` per version
+    (over its intervals with requests: sum of errors^2, of errors x requests, of requests^2)
+    give the overdispersion; `observed_seconds` the time judged so far.
     """
 
     checks: int = 0
@@ -197,12 +239,17 @@ class JudgeState:
     log_e: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: {name: (0.0,) * len(THETAS) for name in ERROR_TESTS}
     )
-    history_reference: float | None = None
+    history_rate: float | None = None
     skipped_intervals: Mapping[str, int] = field(default_factory=lambda: {name: 0 for name in ERROR_TESTS})
     canary_requests: float = 0.0
     canary_errors: float = 0.0
     stable_requests: float = 0.0
     stable_errors: float = 0.0
+    stable_intervals: int = 0
+    stable_interval_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    canary_intervals: int = 0
+    canary_interval_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    observed_seconds: float = 0.0
 
     @cached_property
     def e_values(self) -> Mapping[str, float]:
@@ -212,6 +259,57 @@ class JudgeState:
     def e_value(self, test: str) -> float:
         return self.e_values[test]
 
+    @cached_property
+    def dispersion(self) -> float:
+        """The squared coefficient of variation of the per-interval error rate beyond the
+        binomial (c^2 of a negative binomial: Var(errors) = mu + c^2 mu^2), pooled over both
+        versions, each around its own rate (a canary failing steadily more is not spread);
+        0 until they have `DISPERSION_MIN_INTERVALS` intervals between them."""
+        excess = scale = 0.0
+        versions = (
+            (self.stable_intervals, self.stable_interval_sums, self.stable_requests, self.stable_errors),
+            (self.canary_intervals, self.canary_interval_sums, self.canary_requests, self.canary_errors),
+        )
+        for intervals, (sum_e2, sum_en, sum_n2), n, e in versions:
+            if intervals < 2 or n <= 0 or e <= 0:
+                continue
+            p = e / n
+            excess += sum_e2 - 2.0 * p * sum_en + p * p * sum_n2 - p * n  # sum (e_i - p n_i)^2 - mu
+            scale += p * p * sum_n2
+        if self.stable_intervals + self.canary_intervals < DISPERSION_MIN_INTERVALS or scale <= 0:
+            return 0.0
+        return max(0.0, excess / scale)
+
+    def baseline_rate(self) -> tuple[float | None, str]:
+        """Stable's error rate to judge a canary against, and where it comes from."""
+        if self.stable_requests >= BASELINE_MIN_STABLE_REQUESTS:
+            # Add-one: an error-free stretch gives a small positive rate, not zero.
+            return (self.stable_errors + 1.0) / (self.stable_requests + 1.0), "stable in this release"
+        if self.history_rate is not None:
+            return self.history_rate, "pre-release hour"
+        return None, "none"
+
+    def baseline_reference(self, config: AnalysisConfig) -> float | None:
+        """The rate errors_vs_baseline tests against: the baseline times 1 + history_margin.
+        Measured in this release, the rate is taken at its upper 97.5 % bound (its sample is
+        a few minutes of stable, overdispersed counts count for fewer): a baseline that
+        happens to come out low must not turn a healthy canary into a failing one."""
+        rate, source = self.baseline_rate()
+        if rate is None:
+            return None
+        if source == "stable in this release":
+            per_interval = self.stable_errors / max(self.stable_intervals, 1)
+            effective = self.stable_requests / (1.0 + self.dispersion * per_interval)
+            rate += 1.96 * math.sqrt(rate * (1.0 - rate) / max(effective, 1.0))
+        return min(max(rate * (1.0 + config.history_margin), HISTORY_FLOOR), 0.5)
+
+    @property
+    def service_rps(self) -> float | None:
+        """Requests per second to both versions over the intervals judged so far."""
+        if self.observed_seconds <= 0:
+            return None
+        return (self.canary_requests + self.stable_requests) / self.observed_seconds
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -219,28 +317,40 @@ class JudgeState:
             "checks": self.checks,
             "inconclusive_streak": self.inconclusive_streak,
             "log_e": {k: list(v) for k, v in self.log_e.items()},
-            "history_reference": self.history_reference,
+            "history_rate": self.history_rate,
             "skipped_intervals": dict(self.skipped_intervals),
             "canary_requests": self.canary_requests,
             "canary_errors": self.canary_errors,
             "stable_requests": self.stable_requests,
             "stable_errors": self.stable_errors,
+            "stable_intervals": self.stable_intervals,
+            "stable_interval_sums": list(self.stable_interval_sums),
+            "canary_intervals": self.canary_intervals,
+            "canary_interval_sums": list(self.canary_interval_sums),
+            "observed_seconds": self.observed_seconds,
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JudgeState:
         if raw.get("version") != STATE_VERSION or list(raw.get("thetas", [])) != list(THETAS):
             raise ValueError(f"judge state from another version: {raw.get('version')!r}")
+        sums = tuple(float(x) for x in raw["stable_interval_sums"])
+        canary_sums = tuple(float(x) for x in raw["canary_interval_sums"])
         return cls(
             checks=int(raw["checks"]),
             inconclusive_streak=int(raw["inconclusive_streak"]),
             log_e={k: tuple(float(x) for x in raw["log_e"][k]) for k in ERROR_TESTS},
-            history_reference=raw.get("history_reference"),
+            history_rate=raw.get("history_rate"),
             skipped_intervals={k: int(raw["skipped_intervals"].get(k, 0)) for k in ERROR_TESTS},
             canary_requests=float(raw["canary_requests"]),
             canary_errors=float(raw["canary_errors"]),
             stable_requests=float(raw["stable_requests"]),
             stable_errors=float(raw["stable_errors"]),
+            stable_intervals=int(raw["stable_intervals"]),
+            stable_interval_sums=(sums[0], sums[1], sums[2]),
+            canary_intervals=int(raw["canary_intervals"]),
+            canary_interval_sums=(canary_sums[0], canary_sums[1], canary_sums[2]),
+            observed_seconds=float(raw["observed_seconds"]),
         )
 
 
@@ -293,8 +403,8 @@ def _evaluate(
         results.append(MetricResult("data", Outcome.INCONCLUSIVE, None, None, broken))
         return _conclude(config, state, results, counted=True, baseline=_baseline(obs, state), final=final)
 
-    if state.history_reference is None and obs.history is not None:
-        state = replace(state, history_reference=_history_reference(config, obs.history))
+    if state.history_rate is None and obs.history is not None:
+        state = replace(state, history_rate=_history_rate(config, obs.history))
     state, incident = _update_error_tests(config, obs, state)
     baseline = _baseline(obs, state)
     counted = False  # inconclusive for lack of data (counts toward max_inconclusive)
@@ -313,27 +423,27 @@ def _evaluate(
     )
     results.extend(_error_test_results(config, state))
 
-    rate_result, rate_counted = _error_rate_floor(config, obs, final=final, enough=enough)
+    rate_result, rate_counted, extend = _error_rate_floor(config, obs, state, final=final, enough=enough)
     results.append(rate_result)
     counted |= rate_counted
     if incident:
+        # Informational: the interval is discounted (skipped by the one-sample tests, taken
+        # out of the bake-end floor by the watch); the clock is not stopped.
         results.append(
             MetricResult(
                 "incident",
-                Outcome.INCONCLUSIVE,
+                Outcome.PASS,
                 obs.stable.error_rate if obs.stable else None,
                 config.max_error_rate,
-                "stable's errors are up too in this interval: not blamed on the canary, re-checking",
+                "stable's errors are up too in this interval: discounted, not blamed on the canary",
             )
         )
-        # Not counted toward max_inconclusive: the watch holds the step (bounded by
-        # max_bake_seconds) while stable is degraded, rather than failing the canary for it.
     if enough:
         latency, latency_counted = _latency_results(config, obs, final=final)
         custom, custom_counted = _custom_results(config, obs)
         results.extend(latency + custom)
         counted |= latency_counted or custom_counted
-    return _conclude(config, state, results, counted=counted, baseline=baseline, final=final)
+    return _conclude(config, state, results, counted=counted, baseline=baseline, final=final, extend=extend)
 
 
 def _conclude(
@@ -344,6 +454,7 @@ def _conclude(
     counted: bool,
     baseline: Baseline,
     final: bool,
+    extend: bool = False,
 ) -> tuple[Verdict, JudgeState]:
     outcomes = {r.outcome for r in results}
     if Outcome.FAIL in outcomes:
@@ -374,12 +485,14 @@ def _conclude(
         "check": float(state.checks),
         "e_threshold": len(ERROR_TESTS) / config.alpha,
         **{f"e_{name}": e_values[name] for name in ERROR_TESTS},
-        "history_reference": state.history_reference,
+        "baseline_reference": state.baseline_reference(config),
+        "dispersion": state.dispersion,
         "canary_requests": state.canary_requests,
         "canary_errors": state.canary_errors,
         "stable_requests": state.stable_requests,
         "stable_errors": state.stable_errors,
         "inconclusive_streak": float(streak),
+        EXTEND_FOR_ERROR_RATE: 1.0 if extend else 0.0,
     }
     verdict = Verdict(outcome, tuple(results), baseline, statistics, final=final)
     return verdict, state
@@ -396,12 +509,11 @@ def _broken_counts(obs: Observation) -> str:
     return ""
 
 
-def _history_reference(config: AnalysisConfig, history: Measurement) -> float | None:
+def _history_rate(config: AnalysisConfig, history: Measurement) -> float | None:
     if not history.counts_valid or history.requests < config.min_requests:
         return None
     # Add-one: an error-free hour gives a small positive rate, not zero.
-    p0 = (history.errors + 1.0) / (history.requests + 1.0)
-    return min(max(p0 * (1.0 + config.history_margin), HISTORY_FLOOR), 0.5)
+    return (history.errors + 1.0) / (history.requests + 1.0)
 
 
 def _update_error_tests(
@@ -411,29 +523,53 @@ def _update_error_tests(
     s_n, s_e = (obs.stable.requests, obs.stable.errors) if obs.stable else (0.0, 0.0)
     log_e = {name: list(values) for name, values in state.log_e.items()}
     skipped = dict(state.skipped_intervals)
+    cap = math.log(len(ERROR_TESTS) / config.alpha) / INTERVALS_TO_FAIL
+    c2 = state.dispersion  # from earlier intervals only: this one is judged, not yet learnt from
+
+    def add(name: str, terms: Sequence[float], inflation: float, cap: float = math.inf) -> None:
+        values = log_e[name]
+        for i, term in enumerate(terms):
+            values[i] += min(term / inflation, cap)
 
     if c_n > 0 and s_n > 0 and c_e + s_e > 0:
         q0 = c_n / (c_n + s_n)
-        for i, theta in enumerate(THETAS):
+        terms = []
+        for theta in THETAS:
             q1 = theta * c_n / (theta * c_n + s_n)
-            log_e["errors_vs_stable"][i] += c_e * math.log(q1 / q0) + s_e * math.log((1 - q1) / (1 - q0))
+            terms.append(c_e * math.log(q1 / q0) + s_e * math.log((1 - q1) / (1 - q0)))
+        # The share statistic's variance grows by (1-q0) phi_canary + q0 phi_stable.
+        # Capped more loosely than the one-sample tests: shared bursts cancel out here, and a
+        # clearly bad canary is to be stopped within two intervals.
+        add("errors_vs_stable", terms, 1.0 + c2 * 2.0 * q0 * (1.0 - q0) * (c_e + s_e), 1.5 * cap)
 
-    references = {"errors_vs_max": config.max_error_rate, "errors_vs_history": state.history_reference}
+    baseline = state.baseline_reference(config)
+    max_reference = config.max_error_rate
+    if s_n <= 0 and baseline is not None:
+        # No stable in this interval to show an incident: stable's own rate in this release
+        # (an incident in the last step, say) is not held against the canary either.
+        max_reference = max(max_reference, baseline)
+    references = {"errors_vs_max": max_reference, "errors_vs_baseline": baseline}
     for name, reference in references.items():
         if reference is None or c_n <= 0:
             continue
         if _stable_degraded(s_n, s_e, reference):
             skipped[name] += 1
             continue
-        for i, (log_error, log_success) in enumerate(_one_sample_terms(reference)):
-            log_e[name][i] += c_e * log_error + (c_n - c_e) * log_success
+        terms = [c_e * log_error + (c_n - c_e) * log_success
+                 for log_error, log_success in _one_sample_terms(reference)]
+        # With stable in the interval a shared burst shows as stable degraded (skipped above);
+        # without it (the last step) only the cap keeps one burst from deciding.
+        add(name, terms, 1.0 + c2 * reference * c_n, cap if s_n <= 0 else math.inf)
 
     # An incident: stable's errors are up in this interval, and the canary's are above the
-    # limit too (in this interval or overall). Re-check rather than blame the canary.
+    # limit too (in this interval or overall). Discounted rather than blamed on the canary.
     canary_window_rate = obs.window_canary.error_rate or 0.0
     incident = _stable_degraded(s_n, s_e, config.max_error_rate) and (
         (c_n > 0 and c_e / c_n > config.max_error_rate) or canary_window_rate > config.max_error_rate
     )
+    def grown(sums: tuple[float, float, float], n: float, e: float) -> tuple[float, float, float]:
+        return (sums[0] + e * e, sums[1] + e * n, sums[2] + n * n) if n > 0 else sums
+
     state = replace(
         state,
         log_e={k: tuple(v) for k, v in log_e.items()},
@@ -442,6 +578,11 @@ def _update_error_tests(
         canary_errors=state.canary_errors + c_e,
         stable_requests=state.stable_requests + s_n,
         stable_errors=state.stable_errors + s_e,
+        stable_intervals=state.stable_intervals + (1 if s_n > 0 else 0),
+        stable_interval_sums=grown(state.stable_interval_sums, s_n, s_e),
+        canary_intervals=state.canary_intervals + (1 if c_n > 0 else 0),
+        canary_interval_sums=grown(state.canary_interval_sums, c_n, c_e),
+        observed_seconds=state.observed_seconds + max(obs.interval_seconds, 0.0),
     )
     return state, incident
 
@@ -477,9 +618,10 @@ def _poisson_upper_tail(k: float, mean: float) -> float:
 
 def _error_test_results(config: AnalysisConfig, state: JudgeState) -> list[MetricResult]:
     threshold = len(ERROR_TESTS) / config.alpha
+    baseline_rate, baseline_source = state.baseline_rate()
     results = []
     for name in ERROR_TESTS:
-        if name == "errors_vs_history" and state.history_reference is None:
+        if name == "errors_vs_baseline" and baseline_rate is None:
             continue
         if name == "errors_vs_stable" and state.stable_requests <= 0:
             continue
@@ -489,8 +631,9 @@ def _error_test_results(config: AnalysisConfig, state: JudgeState) -> list[Metri
         counts = f"canary {state.canary_errors:.0f}/{state.canary_requests:.0f}"
         if name == "errors_vs_stable":
             detail = f"{counts} vs stable {state.stable_errors:.0f}/{state.stable_requests:.0f} errors"
-        elif name == "errors_vs_history":
-            detail = f"{counts} vs pre-release rate {_pct(state.history_reference)}"
+        elif name == "errors_vs_baseline":
+            detail = (f"{counts} vs {_pct(state.baseline_reference(config))} ({baseline_source} "
+                      f"{_pct(baseline_rate)} + {config.history_margin:.0%})")
         else:
             detail = f"{counts} vs max_error_rate {_pct(config.max_error_rate)}"
         detail += " - significantly worse" if failed else ""
@@ -499,39 +642,87 @@ def _error_test_results(config: AnalysisConfig, state: JudgeState) -> list[Metri
     return results
 
 
+# Verdict statistic: 1 when the bake-end floor wants more data (canary above max_error_rate,
+# not significantly); the watch then extends the bake, up to max_bake_seconds.
+EXTEND_FOR_ERROR_RATE = "extend_for_error_rate"
+
+
 def _error_rate_floor(
-    config: AnalysisConfig, obs: Observation, *, final: bool, enough: bool
-) -> tuple[MetricResult, bool]:
-    rate = obs.window_canary.error_rate
-    stable_rate = obs.window_stable.error_rate if obs.window_stable else None
+    config: AnalysisConfig, obs: Observation, state: JudgeState, *, final: bool, enough: bool
+) -> tuple[MetricResult, bool, bool]:
+    """The result, whether it counts toward max_inconclusive, whether the bake should be extended."""
+    canary, stable, discounted = _floor_window(obs)
+    rate = canary.error_rate
+    stable_rate = stable.error_rate if stable is not None else None
     limit = config.max_error_rate
     if rate is None:
-        return MetricResult("error_rate", Outcome.INCONCLUSIVE, None, limit, "no canary requests yet"), False
+        return MetricResult("error_rate", Outcome.INCONCLUSIVE, None, limit, "no canary requests yet"), False, False
     detail = f"canary {_pct(rate)}" + (f", stable {_pct(stable_rate)}" if stable_rate is not None else "")
+    if discounted:
+        detail += f" ({discounted})"
     if rate <= limit:
         outcome = Outcome.PASS if enough else Outcome.INCONCLUSIVE
-        return MetricResult("error_rate", outcome, rate, limit, detail), False
-    stable_too = (
-        stable_rate is not None and stable_rate > limit and obs.window_stable.requests >= config.min_requests
-    )
-    if stable_too:
-        detail += ": both above max_error_rate, not blamed on the canary"
-        # At bake end this is an incident (counted); during the bake, point estimates are
-        # noisy and the per-interval incident test decides what counts.
-        return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), final
-    if final:
-        # A point estimate above the limit is not evidence on its own: 4 errors in 300
-        # requests of a 0.5 % canary is 1.3 %. Fail when chance at the limit would rarely
-        # give this many errors (one-sided binomial test at alpha).
-        p_value = _binomial_upper_tail(obs.window_canary.errors, obs.window_canary.requests, limit)
-        if p_value < config.alpha:
+        return MetricResult("error_rate", outcome, rate, limit, detail), False, False
+    if stable is not None and stable_rate is not None and stable.requests >= config.min_requests:
+        if stable_rate > limit:
+            detail += ": stable above max_error_rate too, judged against stable (errors_vs_stable)"
+            return MetricResult("error_rate", Outcome.PASS, rate, limit, detail), False, False
+    else:
+        baseline, source = state.baseline_rate()
+        if baseline is not None and baseline > limit:
+            detail += (f": stable was above max_error_rate too ({source} {_pct(baseline)}), "
+                       "judged against it (errors_vs_baseline)")
+            return MetricResult("error_rate", Outcome.PASS, rate, limit, detail), False, False
+    # A point estimate above the limit is not evidence on its own: 4 errors in 300 requests of
+    # a 0.5 % canary is 1.3 %. Fail when chance at the limit would rarely give this many errors
+    # (one-sided binomial test at alpha on the overdispersion-corrected effective sample).
+    per_interval = state.canary_requests / max(state.canary_intervals, 1)
+    inflation = 1.0 + state.dispersion * limit * per_interval
+    p_value = _binomial_upper_tail(canary.errors / inflation, canary.requests / inflation, limit)
+    if p_value < config.alpha:
+        if final:
             detail += f": above max_error_rate (p={p_value:.2g} < alpha {config.alpha:g})"
-            return MetricResult("error_rate", Outcome.FAIL, rate, limit, detail), False
+            return MetricResult("error_rate", Outcome.FAIL, rate, limit, detail), False, False
+        detail += f": above max_error_rate (p={p_value:.2g}), decided at bake end"
+        return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False, False
+    if final:
         detail += f": above max_error_rate but not significantly (p={p_value:.2g})"
-        return MetricResult("error_rate", Outcome.PASS, rate, limit, detail), False
-    # During the bake a point estimate above the limit is not yet evidence: errors_vs_max decides.
-    detail += ": above max_error_rate, not yet significant"
-    return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False
+        return MetricResult("error_rate", Outcome.PASS, rate, limit, detail), False, False
+    detail += f": above max_error_rate, not yet significant (p={p_value:.2g}): bake extended if it ends now"
+    return MetricResult("error_rate", Outcome.INCONCLUSIVE, rate, limit, detail), False, True
+
+
+def _floor_window(obs: Observation) -> tuple[Measurement, Measurement | None, str]:
+    """The window the bake-end floor judges: incident intervals out; with no stable traffic,
+    bursts (intervals far above the rest of the window) out too. Also says what was taken out."""
+    canary, stable = obs.window_canary, obs.window_stable
+    notes = []
+    if obs.discounted_canary is not None and obs.discounted_canary.requests > 0:
+        canary = canary.minus(obs.discounted_canary)
+        if stable is not None and obs.discounted_stable is not None:
+            stable = stable.minus(obs.discounted_stable)
+        notes.append(f"{obs.discounted_canary.requests:.0f} canary requests in incidents discounted")
+    if (stable is None or stable.requests <= 0) and obs.canary_intervals:
+        bursts = _burst_intervals(obs.canary_intervals)
+        if bursts:
+            burst_n = sum(n for n, _ in bursts)
+            canary = canary.minus(Measurement(burst_n, sum(e for _, e in bursts)))
+            notes.append(f"{len(bursts)} burst interval(s), {burst_n:.0f} requests, discounted")
+    return canary, stable, "; ".join(notes)
+
+
+def _burst_intervals(intervals: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The one interval whose errors are far above the typical interval's rate (the median
+    of the others), among five or more: one burst is forgiven, never more, so a canary that
+    fails steadily or often is never explained away."""
+    rest = [pair for pair in intervals if pair[0] > 0]
+    if len(rest) < 5:
+        return []
+    worst = max(rest, key=lambda pair: pair[1] / pair[0])
+    others = [pair for pair in rest if pair is not worst]
+    typical = statistics.median(e / n for n, e in others)
+    rate = max(typical, 1.0 / sum(n for n, _ in others))
+    return [worst] if _poisson_upper_tail(worst[1], worst[0] * rate) < OUTLIER_P_VALUE else []
 
 
 def _binomial_upper_tail(k: float, n: float, p: float) -> float:
@@ -634,7 +825,7 @@ def _custom_results(config: AnalysisConfig, obs: Observation) -> tuple[list[Metr
 
 def _baseline(obs: Observation, state: JudgeState) -> Baseline:
     in_release = state.stable_requests > 0 or bool(obs.window_stable and obs.window_stable.requests > 0)
-    history = state.history_reference is not None
+    history = state.history_rate is not None
     if in_release and history:
         return Baseline.BOTH
     if in_release:

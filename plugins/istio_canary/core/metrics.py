@@ -270,6 +270,10 @@ class AnalysisConfig:
     # Canary error rate tolerated above the pre-release stable rate (0.5 = 50 % higher).
     history_margin: float = 0.5
     custom_metrics: tuple[CustomMetric, ...] = ()
+    # Bake time planned from traffic (core.plan): each step bakes long enough, within
+    # max_bake_seconds, to detect a 2x error rate at `alpha` with this power.
+    plan_bake: bool = True
+    power: float = 0.8
 
     def __post_init__(self) -> None:
         if not self.max_bake_seconds:
@@ -321,6 +325,12 @@ class AnalysisConfig:
         history_margin = _finite("history_margin", get("history_margin"))
         if history_margin < 0:
             raise ValidationError("history_margin", history_margin, "must be >= 0")
+        plan = get("plan_bake")
+        if not isinstance(plan, bool):
+            raise ValidationError("plan_bake", plan, "must be true or false")
+        power = _finite("power", get("power"))
+        if not 0.5 <= power < 1:
+            raise ValidationError("power", power, "must be in [0.5, 1)")
         raw_custom = params.get("custom_metrics") or ()
         if isinstance(raw_custom, str | bytes | Mapping) or not isinstance(raw_custom, Iterable):
             raise ValidationError("custom_metrics", raw_custom, "must be a list of metric definitions")
@@ -342,6 +352,8 @@ class AnalysisConfig:
             baseline_window_seconds=history_window,
             history_margin=history_margin,
             custom_metrics=custom,
+            plan_bake=plan,
+            power=power,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -359,6 +371,8 @@ class AnalysisConfig:
             "baseline_window_seconds": self.baseline_window_seconds,
             "history_margin": self.history_margin,
             "custom_metrics": [m.to_dict() for m in self.custom_metrics],
+            "plan_bake": self.plan_bake,
+            "power": self.power,
         }
 
 

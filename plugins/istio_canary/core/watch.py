@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from istio_canary.core.judge import (
+    EXTEND_FOR_ERROR_RATE,
     JudgeState,
     Observation,
     Outcome,
@@ -30,6 +31,7 @@ from istio_canary.core.metrics import (
     Window,
     counter_snapshot_query,
     error_count_query,
+    measurements_from_results,
     p99_query,
     request_count_query,
     scrape_time_query,
@@ -86,6 +88,21 @@ class WatchTarget:
             error_count_query(self.service, self.namespace, versions, window, label=self.metric_label),
         )
 
+    def traffic_queries(self, window_seconds: int) -> tuple[str, str]:
+        """Requests and 5xx to both versions over the last `window_seconds` (for the bake plan)."""
+        return (
+            request_count_query(self.service, self.namespace, self.versions, window_seconds, label=self.metric_label),
+            error_count_query(self.service, self.namespace, self.versions, window_seconds, label=self.metric_label),
+        )
+
+    def traffic(self, requests: Any, errors: Any, window_seconds: int) -> tuple[float, float | None]:
+        """(requests/s, error rate) from the results of `traffic_queries`."""
+        measured = measurements_from_results(self.versions, requests, errors, label=self.metric_label)
+        valid = [m for m in measured.values() if m.counts_valid]
+        total = sum(m.requests for m in valid)
+        failed = sum(m.errors for m in valid)
+        return total / window_seconds, (failed / total if total > 0 else None)
+
     def to_dict(self) -> dict[str, str]:
         return {"service": self.service, "namespace": self.namespace,
                 "stable_version": self.stable_version, "canary_version": self.canary_version,
@@ -105,11 +122,21 @@ class WatchProgress:
     checks: tuple[str, ...] = ()
     # Cumulative counts since the first snapshot, keyed "canary" / "stable".
     window_counts: Mapping[str, Measurement] = field(default_factory=dict)
+    # Counts of the intervals the judge called incidents, keyed like window_counts.
+    discounted: Mapping[str, Measurement] = field(default_factory=dict)
+    # The window's canary (requests, errors) per interval, oldest first.
+    canary_intervals: tuple[tuple[float, float], ...] = ()
 
     @property
     def canary_requests(self) -> float:
         canary = self.window_counts.get("canary")
         return canary.requests if canary is not None else 0.0
+
+    @property
+    def clean_canary_requests(self) -> float:
+        """Canary requests outside incidents: the ones the bake-end floor can judge."""
+        discounted = self.discounted.get("canary")
+        return self.canary_requests - (discounted.requests if discounted is not None else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +148,8 @@ class WatchProgress:
             "verdict": self.verdict.to_dict() if self.verdict else None,
             "checks": list(self.checks),
             "window_counts": {k: m.to_dict() for k, m in self.window_counts.items()},
+            "discounted": {k: m.to_dict() for k, m in self.discounted.items()},
+            "canary_intervals": [list(pair) for pair in self.canary_intervals],
         }
 
     @classmethod
@@ -134,6 +163,8 @@ class WatchProgress:
             verdict=Verdict.from_dict(raw["verdict"]) if raw.get("verdict") else None,
             checks=tuple(raw.get("checks") or ()),
             window_counts={k: Measurement.from_dict(m) for k, m in (raw.get("window_counts") or {}).items()},
+            discounted={k: Measurement.from_dict(m) for k, m in (raw.get("discounted") or {}).items()},
+            canary_intervals=tuple((float(n), float(e)) for n, e in raw.get("canary_intervals") or ()),
         )
 
 
@@ -166,6 +197,9 @@ def record_check(
         values = {name: per_version.get(version) for name, per_version in custom.items()}
         return with_latency(window[version], p99_ms.get(version), values)
 
+    canary_intervals = progress.canary_intervals
+    if interval[canary].counts_valid and (interval[canary].requests > 0 or snapshot.at > progress.last.at):
+        canary_intervals = (*canary_intervals, (interval[canary].requests, interval[canary].errors))
     observation = Observation(
         canary=interval[canary],
         window_canary=with_extras(canary),
@@ -173,8 +207,18 @@ def record_check(
         window_stable=with_extras(stable),
         history=progress.history,
         window=Window(progress.start.at, snapshot.at),
+        discounted_canary=progress.discounted.get("canary"),
+        discounted_stable=progress.discounted.get("stable"),
+        canary_intervals=canary_intervals,
+        interval_seconds=max(0.0, snapshot.at - progress.last.at),
     )
     verdict, state = (final_verdict if final else judge)(config, observation, progress.state)
+    discounted = dict(progress.discounted)
+    if in_incident(verdict):
+        for role, version in (("canary", canary), ("stable", stable)):
+            before = discounted.get(role, Measurement(0.0, 0.0))
+            discounted[role] = Measurement(before.requests + interval[version].requests,
+                                           before.errors + interval[version].errors)
     progress = replace(
         progress,
         last=snapshot,
@@ -182,6 +226,8 @@ def record_check(
         verdict=verdict,
         checks=(*progress.checks, verdict.table()),
         window_counts={"canary": window[canary], "stable": window[stable]},
+        discounted=discounted,
+        canary_intervals=canary_intervals,
     )
     return progress, verdict
 
@@ -196,19 +242,25 @@ def record_missing_data(
 
 def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> Action:
     """stop: the judge failed (roll back now); finish: bake done; extend: bake done but the
-    canary saw too few requests, or stable is in an incident: keep watching up to
-    max_bake_seconds; continue: keep baking."""
+    canary saw too few requests outside incidents, or its error rate is above max_error_rate without being
+    significantly so: keep watching up to max_bake_seconds; continue: keep baking. An
+    incident (stable degraded too) does not stop the clock: its intervals are discounted."""
     if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
         return "stop"
     elapsed = now - progress.started_at
     if elapsed < config.bake_seconds:
         return "continue"
-    requests = progress.canary_requests
+    requests = progress.clean_canary_requests  # a step spent in an incident has not been judged
     if needs_extension(config, elapsed, requests if math.isfinite(requests) else 0.0):
         return "extend"
-    if in_incident(progress.verdict) and elapsed < config.max_bake_seconds:
-        return "extend"  # hold the step while stable itself is degraded
+    if wants_more_errors_data(progress.verdict) and elapsed < config.max_bake_seconds:
+        return "extend"
     return "finish"
+
+
+def wants_more_errors_data(verdict: Verdict | None) -> bool:
+    """The last check saw the canary above max_error_rate, not (yet) significantly."""
+    return verdict is not None and bool(verdict.statistics.get(EXTEND_FOR_ERROR_RATE))
 
 
 def in_incident(verdict: Verdict | None) -> bool:

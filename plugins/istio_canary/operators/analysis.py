@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -11,7 +12,7 @@ from urllib.parse import urlencode
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from istio_canary.core.judge import Outcome, Verdict
+from istio_canary.core.judge import JudgeState, Outcome, Verdict
 from istio_canary.core.metrics import (
     AnalysisConfig,
     CounterSnapshot,
@@ -19,6 +20,7 @@ from istio_canary.core.metrics import (
     error_ratio_graph_query,
     values_by_version,
 )
+from istio_canary.core.plan import BakePlan, plan_bake
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.watch import (
     WatchProgress,
@@ -32,6 +34,8 @@ from istio_canary.operators.base import as_bool, parse_release
 
 # Slack on top of max_bake_seconds before Airflow gives up on the trigger.
 TRIGGER_TIMEOUT_SLACK_SECONDS = 300
+# The bake plan reads the service's request and error rate over this recent window.
+PLAN_WINDOW_SECONDS = 120
 
 
 class PrometheusGraphLink(BaseOperatorLink):
@@ -119,20 +123,24 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
 
     :param judge_state_from: task id whose XCom holds the previous step's `judge_state`, so
         one error budget (alpha) covers the whole release.
+    :param plan_weights: this step's canary weight and every later step's: the bake is then
+        planned from traffic (`core.plan`, when the release's `plan_bake` is on). None (the
+        targeted phase, whose share of traffic is unknown): bake as configured.
+    :param refuse_short_plan: fail before the bake when even `max_bake_seconds` at every step
+        cannot give enough canary requests (the first weighted step).
     """
 
-    def __init__(self, *, judge_state_from: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, judge_state_from: str | None = None, plan_weights: Sequence[int] | None = None,
+                 refuse_short_plan: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.judge_state_from = judge_state_from
+        self.plan_weights = list(plan_weights) if plan_weights else None
+        self.refuse_short_plan = refuse_short_plan
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         config = self.config
-        self.log.info(
-            "bake %ds (up to %ds while the canary has fewer than %d requests), checking every %ds",
-            config.bake_seconds, config.max_bake_seconds, config.min_requests, config.check_interval_seconds,
-        )
-        self.log_queries(config.bake_seconds)
         if as_bool(self.dry_run):
+            self._log_bake(config)
             self.log.info("DRY RUN: no bake, no queries")
             return {"action": "dry_run", "progress": None}
         self.push_graph_link(context)
@@ -142,6 +150,15 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
             judge_state = (previous or {}).get("judge_state")
             self.log.info("judge state carried from %s: %s", self.judge_state_from,
                           "yes" if judge_state else "none (first judged step)")
+        plan = self._plan(config, judge_state) if config.plan_bake and self.plan_weights else None
+        if plan is not None:
+            self.log.info("%s", plan.describe(config))
+            if not plan.enough and self.refuse_short_plan:
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"release refused before its bake: {plan.refusal(config)}")
+            config = replace(config, bake_seconds=plan.seconds)
+        self._log_bake(config)
         dag_run = context.get("dag_run")
         start_date = getattr(dag_run, "start_date", None)
         self.defer(
@@ -157,6 +174,34 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
             timeout=timedelta(seconds=config.max_bake_seconds + TRIGGER_TIMEOUT_SLACK_SECONDS),
         )
         return None
+
+    def _log_bake(self, config: AnalysisConfig) -> None:
+        self.log.info(
+            "bake %ds (up to %ds while the canary has too few requests or errors above "
+            "max_error_rate not yet significant), checking every %ds",
+            config.bake_seconds, config.max_bake_seconds, config.check_interval_seconds,
+        )
+        self.log_queries(config.bake_seconds)
+
+    def _plan(self, config: AnalysisConfig, judge_state: Mapping[str, Any] | None) -> BakePlan | None:
+        """The bake planned from the service's recent traffic; None when it cannot be read."""
+        assert self.plan_weights is not None
+        requests_q, errors_q = self.target.traffic_queries(PLAN_WINDOW_SECONDS)
+        self.log.info("PromQL (traffic for the bake plan): %s ; %s", requests_q, errors_q)
+        try:
+            now = time.time()
+            rps, rate = self.target.traffic(
+                self.hook.query(requests_q, at=now), self.hook.query(errors_q, at=now), PLAN_WINDOW_SECONDS
+            )
+        except PrometheusQueryError as error:
+            self.log.warning("no bake plan (cannot read the traffic: %s): baking bake_seconds", error)
+            return None
+        state = JudgeState.from_dict(judge_state) if judge_state else None
+        return plan_bake(
+            config, weights=self.plan_weights, service_rps=rps, baseline_rate=rate,
+            seen_requests=state.canary_requests if state else 0.0,
+            dispersion=state.dispersion if state else 0.0,
+        )
 
     def execute_complete(self, context: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
         progress = WatchProgress.from_dict(event["progress"])
