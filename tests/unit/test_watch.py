@@ -130,3 +130,28 @@ def test_bake_end_extends_while_the_canary_is_above_max_error_rate_but_not_signi
     progress, final = record_check(CONFIG, TARGET, progress, progress.last, P99, final=True)
     floor = next(r for r in final.reasons if r.name == "error_rate")
     assert floor.outcome is Outcome.PASS and "not significantly" in floor.detail
+
+
+def test_a_p99_regression_within_noise_extends_the_bake_and_the_extension_is_not_cut_short():
+    progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 0), (1000, 0)))
+    healthy = [(600, 0, 600, 0)] * 6  # 3,600 requests a side: p99s compared
+    slightly_slow = {"v1": 100.0, "v2": 125.0}  # +25 %, tolerance 20 %: within two p99s' noise
+    for stable_n, stable_e, canary_n, canary_e in healthy:
+        last = progress.last
+        at = last.at + 5
+        v1, v2 = last.series["v1"], last.series["v2"]
+        progress, verdict = record_check(
+            CONFIG, TARGET, progress,
+            snap(at, (sum(v1.values()) + stable_n, stable_e), (sum(v2.values()) + canary_n, canary_e)),
+            slightly_slow,
+        )
+    assert "within noise" in verdict.table()
+    assert next_action(CONFIG, progress, 31) == "extend"
+    assert progress.extend_until == CONFIG.max_bake_seconds  # 4 x 31 s, bounded by max_bake (90 s)
+    # A later check within the tolerance does not end the extension early.
+    progress, verdict, at = steps(progress, 31, [(600, 0, 600, 0)])
+    assert not any("within noise" in r.detail for r in verdict.reasons)
+    assert next_action(CONFIG, progress, at) == "extend"
+    assert next_action(CONFIG, progress, CONFIG.max_bake_seconds) == "finish"
+    again = WatchProgress.from_dict(progress.to_dict())
+    assert again.extend_until == progress.extend_until

@@ -68,12 +68,20 @@ OUTLIER_P_VALUE = 0.001
 # Stable counts as degraded in an interval when its errors would be this unlikely at the
 # reference rate. Rare for a healthy stable (skipping costs a little power, never validity).
 INCIDENT_P_VALUE = 0.01
+# The one-sample tests skip an interval already when stable is only possibly degraded: a
+# skipped interval costs them a little power, one kept in an incident a false accusation.
+SKIP_P_VALUE = 0.1
 # Lowest reference rate taken from an error-free history, so one canary error is not "infinitely" worse.
 HISTORY_FLOOR = 0.001
 # Fewest requests per version for a p99-vs-p99 comparison to mean anything. With Istio's
 # buckets (50, 100, 250 ms) two healthy versions' interpolated p99s differ by more than 20 %
 # in ~1.3 % of comparisons at 500 requests each, ~0.3 % at 1,000 (simulated).
 LATENCY_COMPARISON_MIN_REQUESTS = 1000
+# Standard error of the log of a sample p99 times sqrt(requests), for lognormal latencies
+# with sigma 0.5. Only sizes the band in which a p99 regression may still be noise (the bake
+# is then extended to measure more); it never decides a fail.
+P99_LOG_SE_SQRT_N = 1.87
+P99_NOISE_BAND_Z = 2.0
 STATE_VERSION = 2
 
 
@@ -439,10 +447,11 @@ def _evaluate(
             )
         )
     if enough:
-        latency, latency_counted = _latency_results(config, obs, final=final)
+        latency, latency_counted, latency_extend = _latency_results(config, obs, final=final)
         custom, custom_counted = _custom_results(config, obs)
         results.extend(latency + custom)
         counted |= latency_counted or custom_counted
+        extend |= latency_extend
     return _conclude(config, state, results, counted=counted, baseline=baseline, final=final, extend=extend)
 
 
@@ -492,7 +501,7 @@ def _conclude(
         "stable_requests": state.stable_requests,
         "stable_errors": state.stable_errors,
         "inconclusive_streak": float(streak),
-        EXTEND_FOR_ERROR_RATE: 1.0 if extend else 0.0,
+        EXTEND_BAKE: 1.0 if extend else 0.0,
     }
     verdict = Verdict(outcome, tuple(results), baseline, statistics, final=final)
     return verdict, state
@@ -552,7 +561,7 @@ def _update_error_tests(
     for name, reference in references.items():
         if reference is None or c_n <= 0:
             continue
-        if _stable_degraded(s_n, s_e, reference):
+        if _stable_degraded(s_n, s_e, reference, SKIP_P_VALUE):
             skipped[name] += 1
             continue
         terms = [c_e * log_error + (c_n - c_e) * log_success
@@ -597,10 +606,10 @@ def _one_sample_terms(reference: float) -> tuple[tuple[float, float], ...]:
     return tuple(terms)
 
 
-def _stable_degraded(requests: float, errors: float, reference: float) -> bool:
+def _stable_degraded(requests: float, errors: float, reference: float, p_value: float = INCIDENT_P_VALUE) -> bool:
     if requests <= 0 or errors <= requests * reference:  # at or below the mean: not surprising
         return False
-    return _poisson_upper_tail(errors, requests * reference) < INCIDENT_P_VALUE
+    return _poisson_upper_tail(errors, requests * reference) < p_value
 
 
 def _poisson_upper_tail(k: float, mean: float) -> float:
@@ -642,9 +651,10 @@ def _error_test_results(config: AnalysisConfig, state: JudgeState) -> list[Metri
     return results
 
 
-# Verdict statistic: 1 when the bake-end floor wants more data (canary above max_error_rate,
-# not significantly); the watch then extends the bake, up to max_bake_seconds.
-EXTEND_FOR_ERROR_RATE = "extend_for_error_rate"
+# Verdict statistic: 1 when the check wants more data before the bake ends (the canary's error
+# rate above max_error_rate but not significantly, or its p99 above stable's tolerance by no
+# more than noise); the watch then extends the bake, up to max_bake_seconds.
+EXTEND_BAKE = "extend_bake"
 
 
 def _error_rate_floor(
@@ -744,14 +754,15 @@ def _binomial_upper_tail(k: float, n: float, p: float) -> float:
 
 def _latency_results(
     config: AnalysisConfig, obs: Observation, *, final: bool
-) -> tuple[list[MetricResult], bool]:
+) -> tuple[list[MetricResult], bool, bool]:
+    """The results, whether they count toward max_inconclusive, whether to extend the bake."""
     canary_p99 = obs.window_canary.p99_ms
     stable = obs.window_stable
     stable_p99 = stable.p99_ms if stable and stable.requests >= config.min_requests else None
     if canary_p99 is None:
         return [
             MetricResult("p99_ms", Outcome.INCONCLUSIVE, None, config.max_p99_ms, "canary p99 missing")
-        ], True
+        ], True, False
     results = []
     counted = False
     if canary_p99 <= config.max_p99_ms:
@@ -773,19 +784,23 @@ def _latency_results(
             detail = (f"not compared: {fewest:.0f} requests on one side, fewer than "
                       f"{LATENCY_COMPARISON_MIN_REQUESTS} (max_p99_ms still applies)")
             results.append(MetricResult("p99_vs_stable", Outcome.PASS, canary_p99, limit, detail))
-            return results, counted
+            return results, counted, False
         worse = canary_p99 > limit
         detail = (
             f"canary {canary_p99:.1f} ms vs stable {stable_p99:.1f} ms "
             f"(+{config.latency_tolerance:.0%} allowed)" + (": regression" if worse else "")
         )
         # During the bake a relative regression is re-checked, not acted on: the cumulative
-        # p99 is compared at every check, and only the bake-end comparison decides.
+        # p99 is compared at every check, and only the bake-end comparison decides. A
+        # regression small enough to be two sample p99s' noise asks for a longer bake first.
+        noise = P99_NOISE_BAND_Z * P99_LOG_SE_SQRT_N * math.sqrt(1.0 / obs.window_canary.requests + 1.0 / stable.requests)
+        within_noise = worse and math.log(canary_p99 / limit) <= noise
         outcome = Outcome.PASS if not worse else (Outcome.FAIL if final else Outcome.INCONCLUSIVE)
         if worse and not final:
-            detail += ", re-checked at bake end"
+            detail += ", within noise: bake extended if it ends now" if within_noise else ", re-checked at bake end"
         results.append(MetricResult("p99_vs_stable", outcome, canary_p99, limit, detail))
-    return results, counted
+        return results, counted, within_noise and not final
+    return results, counted, False
 
 
 def _custom_results(config: AnalysisConfig, obs: Observation) -> tuple[list[MetricResult], bool]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from istio_canary.core.judge import (
-    EXTEND_FOR_ERROR_RATE,
+    EXTEND_BAKE,
     JudgeState,
     Observation,
     Outcome,
@@ -39,6 +39,9 @@ from istio_canary.core.metrics import (
 )
 
 Action = Literal["continue", "extend", "stop", "finish"]
+# An extension for noise runs the bake to this many times its length: the noise of a rate or
+# a p99 halves with four times the requests.
+EXTENSION_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class WatchProgress:
     discounted: Mapping[str, Measurement] = field(default_factory=dict)
     # The window's canary (requests, errors) per interval, oldest first.
     canary_intervals: tuple[tuple[float, float], ...] = ()
+    # Set when the bake ended wanting more data: watch until then (epoch seconds), whatever
+    # the next checks say, so the extension is not cut short by the first check that passes.
+    extend_until: float | None = None
 
     @property
     def canary_requests(self) -> float:
@@ -150,6 +156,7 @@ class WatchProgress:
             "window_counts": {k: m.to_dict() for k, m in self.window_counts.items()},
             "discounted": {k: m.to_dict() for k, m in self.discounted.items()},
             "canary_intervals": [list(pair) for pair in self.canary_intervals],
+            "extend_until": self.extend_until,
         }
 
     @classmethod
@@ -165,6 +172,7 @@ class WatchProgress:
             window_counts={k: Measurement.from_dict(m) for k, m in (raw.get("window_counts") or {}).items()},
             discounted={k: Measurement.from_dict(m) for k, m in (raw.get("discounted") or {}).items()},
             canary_intervals=tuple((float(n), float(e)) for n, e in raw.get("canary_intervals") or ()),
+            extend_until=raw.get("extend_until"),
         )
 
 
@@ -219,6 +227,10 @@ def record_check(
             before = discounted.get(role, Measurement(0.0, 0.0))
             discounted[role] = Measurement(before.requests + interval[version].requests,
                                            before.errors + interval[version].errors)
+    extend_until = progress.extend_until
+    elapsed = snapshot.at - progress.started_at
+    if extend_until is None and not final and elapsed >= config.bake_seconds and wants_more_data(verdict):
+        extend_until = progress.started_at + min(EXTENSION_FACTOR * elapsed, config.max_bake_seconds)
     progress = replace(
         progress,
         last=snapshot,
@@ -228,6 +240,7 @@ def record_check(
         window_counts={"canary": window[canary], "stable": window[stable]},
         discounted=discounted,
         canary_intervals=canary_intervals,
+        extend_until=extend_until,
     )
     return progress, verdict
 
@@ -241,10 +254,12 @@ def record_missing_data(
 
 
 def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> Action:
-    """stop: the judge failed (roll back now); finish: bake done; extend: bake done but the
-    canary saw too few requests outside incidents, or its error rate is above max_error_rate without being
-    significantly so: keep watching up to max_bake_seconds; continue: keep baking. An
-    incident (stable degraded too) does not stop the clock: its intervals are discounted."""
+    """stop: the judge failed (roll back now); finish: bake done; extend: bake done but more
+    data is needed: the canary saw too few requests outside incidents, or at bake end its
+    error rate was above max_error_rate without being significantly so, or its p99 above
+    stable's tolerance by no more than noise (then the bake runs on to EXTENSION_FACTOR times
+    its length, within max_bake_seconds); continue: keep baking. An incident (stable degraded
+    too) does not stop the clock: its intervals are discounted."""
     if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
         return "stop"
     elapsed = now - progress.started_at
@@ -253,14 +268,15 @@ def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> 
     requests = progress.clean_canary_requests  # a step spent in an incident has not been judged
     if needs_extension(config, elapsed, requests if math.isfinite(requests) else 0.0):
         return "extend"
-    if wants_more_errors_data(progress.verdict) and elapsed < config.max_bake_seconds:
+    if progress.extend_until is not None and now < progress.extend_until:
         return "extend"
     return "finish"
 
 
-def wants_more_errors_data(verdict: Verdict | None) -> bool:
-    """The last check saw the canary above max_error_rate, not (yet) significantly."""
-    return verdict is not None and bool(verdict.statistics.get(EXTEND_FOR_ERROR_RATE))
+def wants_more_data(verdict: Verdict | None) -> bool:
+    """The check saw the canary above max_error_rate, not (yet) significantly, or its p99
+    above stable's tolerance by no more than noise: more requests will tell."""
+    return verdict is not None and bool(verdict.statistics.get(EXTEND_BAKE))
 
 
 def in_incident(verdict: Verdict | None) -> bool:
