@@ -21,20 +21,27 @@ Three error tests, Bonferroni-split (each fails at `3/alpha`):
 * errors_vs_max: the same one-sample test against `max_error_rate`, so a clearly bad canary
   stops early instead of at bake end.
 
-Real traffic is not binomial, and three guards keep it from passing for evidence:
+Real traffic is not binomial. What keeps its noise from passing for evidence:
 
 * Overdispersion: error counts vary more from interval to interval than a binomial does.
-  Stable's own intervals give the excess (a negative-binomial c^2, `JudgeState.dispersion`);
-  each interval's log likelihood ratio is divided by its variance inflation 1 + c^2 mu, the
-  quasi-likelihood correction, and the bake-end floor test uses the effective sample.
-* One interval never decides: its log likelihood ratio is capped at a third of the failing
-  threshold's log, so a fail needs evidence from at least `INTERVALS_TO_FAIL` intervals and a
-  single shared burst cannot roll a release back. Capping keeps the supermartingale
-  (E[min(L, C)] <= E[L] <= 1).
-* Incidents: intervals in which stable itself is significantly above the reference are
-  skipped by the one-sample tests and taken out of the bake-end window (the watch passes
-  them as `discounted`); with no stable left, an interval far above the rest of the window
-  is taken out the same way. The clock is not stopped.
+  Both versions' intervals, each around its own rate, give the excess (a negative-binomial
+  c^2, `JudgeState.dispersion`); each interval's log likelihood ratio is divided by its
+  variance inflation 1 + c^2 mu (the quasi-likelihood correction), and the bake-end floor
+  test uses the effective sample.
+* One interval decides nothing alone: its log likelihood ratio is capped, at half the failing
+  threshold's log for errors_vs_stable (shared bursts cancel out there) and, in intervals
+  without stable traffic, at a third for the one-sample tests (`INTERVALS_TO_FAIL`), so a
+  single burst at the 100 % step cannot roll a release back. Capping keeps the
+  supermartingale (E[min(L, C)] <= E[L] <= 1). With no stable in an interval, stable's rate
+  earlier in this release is not held against the canary by errors_vs_max either.
+* Incidents: the one-sample tests skip intervals in which stable is possibly degraded
+  (`SKIP_P_VALUE`); an interval in which stable is clearly degraded too is an incident, taken
+  out of the bake-end window (the watch passes it as `discounted`); with no stable left, the
+  one interval far above the rest of the window is taken out the same way. The clock is not
+  stopped; a step spent in an incident is extended for want of clean requests.
+* Bake-end doubt: a canary above `max_error_rate` but not significantly, or with a p99 above
+  stable's tolerance by no more than two sample p99s' noise, asks for a longer bake
+  (`EXTEND_BAKE`) rather than a verdict on a coin toss.
 
 Latency, custom metrics and the absolute error-rate floor are thresholds on the cumulative
 window, applied once the canary has `min_requests`. Too little data is inconclusive, never
@@ -56,7 +63,7 @@ from istio_canary.core.metrics import AnalysisConfig, Measurement, Window
 # Alternatives mixed with equal weight: error-rate ratios worth stopping a release for.
 THETAS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0)
 ERROR_TESTS: tuple[str, ...] = ("errors_vs_stable", "errors_vs_baseline", "errors_vs_max")
-# A fail needs evidence from at least this many intervals (see the module docstring).
+# Without stable in an interval, a one-sample fail needs evidence from this many intervals.
 INTERVALS_TO_FAIL = 3
 # In-release stable requests before their rate replaces the pre-release hour as the baseline.
 BASELINE_MIN_STABLE_REQUESTS = 1000
