@@ -26,7 +26,11 @@ from typing import Any
 from airflow.sdk import DAG, Param, TaskGroup, task
 
 from istio_canary.core.request import DEFAULT_COOKIE_REGEX, DEFAULT_MESH_DOMAIN
-from istio_canary.operators.analysis import CanaryAnalysisOperator, CanaryWatchOperator
+from istio_canary.operators.analysis import (
+    CanaryAnalysisOperator,
+    CanaryBakePlanOperator,
+    CanaryWatchOperator,
+)
 from istio_canary.operators.preflight import IstioPreflightOperator
 from istio_canary.operators.routing import (
     ROLLBACK_FAILED_XCOM,
@@ -233,9 +237,7 @@ def build_release_dag(
                   next_ids: Any, plan_weights: Sequence[int] | None = None) -> Any:
             """set_route -> watch -> analyze -> decide (branch: next, or verdict_failed)."""
             watch = CanaryWatchOperator(task_id="watch", release=release, judge_state_from=judge_state_from,
-                                        plan_weights=plan_weights,
-                                        refuse_short_plan=plan_weights is not None and len(plan_weights) == len(steps),
-                                        **prom)
+                                        plan_weights=plan_weights, **prom)
             analyze = CanaryAnalysisOperator(task_id="analyze", release=release,
                                              watch_task_id=f"{group_id}.watch", **prom)
 
@@ -270,7 +272,9 @@ def build_release_dag(
         window = {"release_window": "{{ params.release_window }}", "window_mode": "{{ params.window_mode }}",
                   "service": "{{ params.service }}", "namespace": "{{ params.namespace }}"}
         window_gate = ReleaseWindowGateOperator(task_id="window_gate", retries=0, **window)
-        validate >> window_gate >> preflight >> destination_rule >> strategy
+        # Read-only: refuses a release its traffic cannot judge before the lock or any route.
+        bake_plan = CanaryBakePlanOperator(task_id="bake_plan", release=release, steps=list(steps), **prom)
+        validate >> window_gate >> bake_plan >> preflight >> destination_rule >> strategy
 
         from airflow.providers.standard.operators.empty import EmptyOperator
 

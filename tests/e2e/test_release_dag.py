@@ -219,6 +219,22 @@ def test_bad_conf_is_rejected_naming_the_field_with_zero_writes(
     assert vs_of(mesh)["metadata"]["resourceVersion"] == before
 
 
+def test_release_its_traffic_cannot_judge_is_refused_before_any_write(mesh: Any, run_release: Any) -> None:
+    """The bake plan reads the traffic first: at the sandbox's few hundred requests/s at most, 5 s
+    per step cannot give the ~2,500 canary requests that tell a 2x error rate, so the run fails
+    at bake_plan, saying why and what to change, and nothing in the cluster moves (no lock, no
+    subset, no route)."""
+    before = (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"])
+    result = run_release({**RELEASE, **FAST, "plan_bake": True, "max_bake_seconds": 5}, timeout=240)
+    assert result.state == "failed", result.output[-3000:]
+    assert "planned bake" in result.output and "requests/s to the service" in result.output
+    assert "needs" in result.output and "alpha 0.01, power 0.8" in result.output
+    assert "release refused before any change" in result.output
+    assert "raise max_bake_seconds to at least" in result.output
+    assert (vs_of(mesh)["metadata"]["resourceVersion"], dr_of(mesh)["metadata"]["resourceVersion"]) == before
+    assert "task_id='preflight'" not in result.output
+
+
 def _windows_file(tmp_path: Any, opens: datetime, hours: float = 1.0) -> str:
     end = opens + timedelta(hours=hours)
     days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

@@ -19,7 +19,11 @@ from airflow.sdk.exceptions import TaskDeferred
 from kubernetes import client, config
 
 from istio_canary.core.validation import ValidationError
-from istio_canary.operators.analysis import CanaryAnalysisOperator, CanaryWatchOperator
+from istio_canary.operators.analysis import (
+    CanaryAnalysisOperator,
+    CanaryBakePlanOperator,
+    CanaryWatchOperator,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -197,12 +201,13 @@ def test_analysis_on_its_own_judges_the_last_window(mesh: Any) -> None:
 def test_bake_is_planned_from_the_traffic_prometheus_sees(mesh: Any, capfd: pytest.CaptureFixture[str]) -> None:
     """Before the bake the watch reads the service's recent request and error rate, plans how
     long the step must bake to tell a 2x error rate, logs why, and bakes that long (within
-    max_bake_seconds); a plan that cannot be enough even at the maximum refuses the release."""
+    max_bake_seconds); before any write, a release whose traffic cannot be enough even at the
+    maximum is refused."""
     route(mesh, 0)
     mesh.set_behaviour(rps=200)
     time.sleep(8)
     params = {**BASE, "bake_seconds": 5, "max_bake_seconds": 600}
-    op = CanaryWatchOperator(task_id="watch", release=params, plan_weights=[10, 50, 100], refuse_short_plan=True)
+    op = CanaryWatchOperator(task_id="watch", release=params, plan_weights=[10, 50, 100])
     with pytest.raises(TaskDeferred) as deferred:
         op.execute({"ti": FakeTI(), "dag_run": None})
     planned = deferred.value.trigger.analysis["bake_seconds"]
@@ -213,10 +218,13 @@ def test_bake_is_planned_from_the_traffic_prometheus_sees(mesh: Any, capfd: pyte
     assert 5 <= planned <= 600
     needed = re.search(r"needs (\d+) canary requests", log)
     assert needed is not None and 100 <= int(needed.group(1)) <= 50_000, log
-    # The same traffic with a maximum far too short: refused before the bake, saying what to change.
-    short = CanaryWatchOperator(task_id="watch", release={**BASE, "bake_seconds": 1, "max_bake_seconds": 1},
-                                plan_weights=[10, 50, 100], refuse_short_plan=True)
+    # The release-level plan on the same traffic: enough, and returned for the run's record.
+    plan = CanaryBakePlanOperator(task_id="bake_plan", release=params, steps=[10, 50, 100]).execute({})
+    assert plan["planned"] and plan["enough"] and plan["service_rps"] > 1
+    # A maximum far too short: refused before any change, saying what to change.
+    short = CanaryBakePlanOperator(task_id="bake_plan", release={**BASE, "bake_seconds": 1, "max_bake_seconds": 1},
+                                   steps=[10, 50, 100])
     from airflow.sdk.exceptions import AirflowFailException
 
-    with pytest.raises(AirflowFailException, match=r"release refused before its bake: .*raise max_bake_seconds to at least"):
-        short.execute({"ti": FakeTI(), "dag_run": None})
+    with pytest.raises(AirflowFailException, match=r"refused before any change: .*raise max_bake_seconds to at least"):
+        short.execute({})

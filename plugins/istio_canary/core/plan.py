@@ -9,7 +9,7 @@ release, the canary will have served the requests a one-sided test at the config
 first (the most canary traffic per second of waiting), each step up to `max_bake_seconds`;
 this step never bakes less than `bake_seconds`. When even `max_bake_seconds` at every
 remaining step cannot reach the number, the plan says so (`enough` is False) and the
-release is refused before its bake rather than promoted on evidence too thin to mean
+release is refused before any write rather than promoted on evidence too thin to mean
 anything.
 
 The effect is never smaller than `max_error_rate`: the baseline is taken as at least

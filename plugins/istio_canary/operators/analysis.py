@@ -106,12 +106,67 @@ class _CanaryAnalysisBase(BaseOperator):
         context["ti"].xcom_push(key=PrometheusGraphLink().xcom_key, value=url)
         self.log.info("Prometheus graph: %s", url)
 
+    def plan_from_traffic(
+        self, config: AnalysisConfig, weights: Sequence[int], judge_state: Mapping[str, Any] | None = None
+    ) -> BakePlan | None:
+        """The bake of the first of `weights` planned from the service's recent traffic (see
+        `core.plan`); None when the traffic cannot be read."""
+        requests_q, errors_q = self.target.traffic_queries(PLAN_WINDOW_SECONDS)
+        self.log.info("PromQL (traffic for the bake plan): %s ; %s", requests_q, errors_q)
+        try:
+            now = time.time()
+            rps, rate = self.target.traffic(
+                self.hook.query(requests_q, at=now), self.hook.query(errors_q, at=now), PLAN_WINDOW_SECONDS
+            )
+        except PrometheusQueryError as error:
+            self.log.warning("no bake plan (cannot read the traffic: %s): baking bake_seconds", error)
+            return None
+        state = JudgeState.from_dict(judge_state) if judge_state else None
+        return plan_bake(
+            config, weights=weights, service_rps=rps, baseline_rate=rate,
+            seen_requests=state.canary_requests if state else 0.0,
+            dispersion=state.dispersion if state else 0.0,
+        )
+
     def log_queries(self, window_seconds: int) -> None:
         self.log.info("PromQL (counters, differenced between checks): %s", self.target.snapshot_query())
         self.log.info("PromQL (p99 over the window): %s", self.target.latency_query(window_seconds))
         for name, per_version in self.target.custom_queries(self.config, window_seconds).items():
             for version, query in per_version.items():
                 self.log.info("PromQL (%s, %s): %s", name, version, query)
+
+
+class CanaryBakePlanOperator(_CanaryAnalysisBase):
+    """Before any write: plan the release's bakes from the service's traffic (`core.plan`)
+    and refuse a release that even `max_bake_seconds` at every step cannot give the canary
+    requests to tell a 2x error rate. Reads Prometheus only. Returns the plan (each step is
+    planned again from the traffic of its own start).
+
+    :param steps: the pipeline's canary weights, in order.
+    """
+
+    def __init__(self, *, steps: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.steps = list(steps)
+
+    def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        config = self.config
+        if as_bool(self.dry_run):
+            self.log.info("DRY RUN: no traffic read, each step bakes bake_seconds (%ds)", config.bake_seconds)
+            return {"planned": False, "reason": "dry run"}
+        if not config.plan_bake:
+            self.log.info("plan_bake is off: each step bakes bake_seconds (%ds), up to max_bake_seconds (%ds) "
+                          "while the canary has too few requests", config.bake_seconds, config.max_bake_seconds)
+            return {"planned": False, "reason": "plan_bake off"}
+        plan = self.plan_from_traffic(config, self.steps)
+        if plan is None:
+            return {"planned": False, "reason": "traffic unreadable; each step plans at its start"}
+        self.log.info("%s", plan.describe(config))
+        if not plan.enough:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"release refused before any change: {plan.refusal(config)}")
+        return {"planned": True, **plan.to_dict()}
 
 
 class CanaryWatchOperator(_CanaryAnalysisBase):
@@ -125,17 +180,16 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
         one error budget (alpha) covers the whole release.
     :param plan_weights: this step's canary weight and every later step's: the bake is then
         planned from traffic (`core.plan`, when the release's `plan_bake` is on). None (the
-        targeted phase, whose share of traffic is unknown): bake as configured.
-    :param refuse_short_plan: fail before the bake when even `max_bake_seconds` at every step
-        cannot give enough canary requests (the first weighted step).
+        targeted phase, whose share of traffic is unknown): bake as configured. A release
+        whose traffic cannot be enough was refused before any write (`CanaryBakePlanOperator`);
+        a step whose traffic fell since bakes up to `max_bake_seconds` and is judged on that.
     """
 
     def __init__(self, *, judge_state_from: str | None = None, plan_weights: Sequence[int] | None = None,
-                 refuse_short_plan: bool = False, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.judge_state_from = judge_state_from
         self.plan_weights = list(plan_weights) if plan_weights else None
-        self.refuse_short_plan = refuse_short_plan
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         config = self.config
@@ -150,13 +204,14 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
             judge_state = (previous or {}).get("judge_state")
             self.log.info("judge state carried from %s: %s", self.judge_state_from,
                           "yes" if judge_state else "none (first judged step)")
-        plan = self._plan(config, judge_state) if config.plan_bake and self.plan_weights else None
+        plan = None
+        if config.plan_bake and self.plan_weights:
+            plan = self.plan_from_traffic(config, self.plan_weights, judge_state)
         if plan is not None:
             self.log.info("%s", plan.describe(config))
-            if not plan.enough and self.refuse_short_plan:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"release refused before its bake: {plan.refusal(config)}")
+            if not plan.enough:
+                self.log.warning("traffic fell since the release was planned: baking up to max_bake_seconds, "
+                                 "judged on what it gets (inconclusive rather than a pass on too little)")
             config = replace(config, bake_seconds=plan.seconds)
         self._log_bake(config)
         dag_run = context.get("dag_run")
@@ -182,26 +237,6 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
             config.bake_seconds, config.max_bake_seconds, config.check_interval_seconds,
         )
         self.log_queries(config.bake_seconds)
-
-    def _plan(self, config: AnalysisConfig, judge_state: Mapping[str, Any] | None) -> BakePlan | None:
-        """The bake planned from the service's recent traffic; None when it cannot be read."""
-        assert self.plan_weights is not None
-        requests_q, errors_q = self.target.traffic_queries(PLAN_WINDOW_SECONDS)
-        self.log.info("PromQL (traffic for the bake plan): %s ; %s", requests_q, errors_q)
-        try:
-            now = time.time()
-            rps, rate = self.target.traffic(
-                self.hook.query(requests_q, at=now), self.hook.query(errors_q, at=now), PLAN_WINDOW_SECONDS
-            )
-        except PrometheusQueryError as error:
-            self.log.warning("no bake plan (cannot read the traffic: %s): baking bake_seconds", error)
-            return None
-        state = JudgeState.from_dict(judge_state) if judge_state else None
-        return plan_bake(
-            config, weights=self.plan_weights, service_rps=rps, baseline_rate=rate,
-            seen_requests=state.canary_requests if state else 0.0,
-            dispersion=state.dispersion if state else 0.0,
-        )
 
     def execute_complete(self, context: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
         progress = WatchProgress.from_dict(event["progress"])
