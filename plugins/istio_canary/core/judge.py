@@ -583,6 +583,7 @@ def _update_error_tests(
     incident = _stable_degraded(s_n, s_e, config.max_error_rate) and (
         (c_n > 0 and c_e / c_n > config.max_error_rate) or canary_window_rate > config.max_error_rate
     )
+
     def grown(sums: tuple[float, float, float], n: float, e: float) -> tuple[float, float, float]:
         return (sums[0] + e * e, sums[1] + e * n, sums[2] + n * n) if n > 0 else sums
 

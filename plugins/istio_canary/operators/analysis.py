@@ -210,8 +210,8 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
         if plan is not None:
             self.log.info("%s", plan.describe(config))
             if not plan.enough:
-                self.log.warning("traffic fell since the release was planned: baking up to max_bake_seconds, "
-                                 "judged on what it gets (inconclusive rather than a pass on too little)")
+                self.log.warning("traffic fell since the release was planned: this step bakes up to "
+                                 "max_bake_seconds and is judged on what it gets")
             config = replace(config, bake_seconds=plan.seconds)
         self._log_bake(config)
         dag_run = context.get("dag_run")
