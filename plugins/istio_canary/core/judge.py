@@ -51,11 +51,11 @@ a pass.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property, lru_cache
+from statistics import median
 from typing import Any
 
 from istio_canary.core.metrics import AnalysisConfig, Measurement, Window
@@ -187,8 +187,7 @@ class Observation:
     these); `history`: stable over `baseline_window_seconds` before the release, if known.
     `stable` is None (or zero requests) when no stable traffic is left. `discounted_*`: the
     window's counts in intervals already judged incidents (taken out of the bake-end floor);
-    `canary_intervals`: the window's per-interval canary (requests, errors), this one last;
-    `interval_seconds`: how long this interval was."""
+    `canary_intervals`: the window's per-interval canary (requests, errors), this one last."""
 
     canary: Measurement
     window_canary: Measurement
@@ -199,7 +198,6 @@ class Observation:
     discounted_canary: Measurement | None = None
     discounted_stable: Measurement | None = None
     canary_intervals: tuple[tuple[float, float], ...] = ()
-    interval_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         def opt(m: Measurement | None) -> dict[str, Any] | None:
@@ -215,7 +213,6 @@ class Observation:
             "discounted_canary": opt(self.discounted_canary),
             "discounted_stable": opt(self.discounted_stable),
             "canary_intervals": [list(pair) for pair in self.canary_intervals],
-            "interval_seconds": self.interval_seconds,
         }
 
     @classmethod
@@ -234,7 +231,6 @@ class Observation:
             discounted_canary=opt(raw.get("discounted_canary")),
             discounted_stable=opt(raw.get("discounted_stable")),
             canary_intervals=tuple((float(n), float(e)) for n, e in raw.get("canary_intervals") or ()),
-            interval_seconds=float(raw.get("interval_seconds") or 0.0),
         )
 
 
@@ -246,7 +242,7 @@ class JudgeState:
     Carrying it across steps keeps one alpha for the whole release. `history_rate` is
     stable's error rate in the hour before the release; the `*_interval_sums` per version
     (over its intervals with requests: sum of errors^2, of errors x requests, of requests^2)
-    give the overdispersion; `observed_seconds` the time judged so far.
+    give the overdispersion.
     """
 
     checks: int = 0
@@ -264,7 +260,6 @@ class JudgeState:
     stable_interval_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
     canary_intervals: int = 0
     canary_interval_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    observed_seconds: float = 0.0
 
     @cached_property
     def e_values(self) -> Mapping[str, float]:
@@ -318,13 +313,6 @@ class JudgeState:
             rate += 1.96 * math.sqrt(rate * (1.0 - rate) / max(effective, 1.0))
         return min(max(rate * (1.0 + config.history_margin), HISTORY_FLOOR), 0.5)
 
-    @property
-    def service_rps(self) -> float | None:
-        """Requests per second to both versions over the intervals judged so far."""
-        if self.observed_seconds <= 0:
-            return None
-        return (self.canary_requests + self.stable_requests) / self.observed_seconds
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -342,7 +330,6 @@ class JudgeState:
             "stable_interval_sums": list(self.stable_interval_sums),
             "canary_intervals": self.canary_intervals,
             "canary_interval_sums": list(self.canary_interval_sums),
-            "observed_seconds": self.observed_seconds,
         }
 
     @classmethod
@@ -365,7 +352,6 @@ class JudgeState:
             stable_interval_sums=(sums[0], sums[1], sums[2]),
             canary_intervals=int(raw["canary_intervals"]),
             canary_interval_sums=(canary_sums[0], canary_sums[1], canary_sums[2]),
-            observed_seconds=float(raw["observed_seconds"]),
         )
 
 
@@ -599,7 +585,6 @@ def _update_error_tests(
         stable_interval_sums=grown(state.stable_interval_sums, s_n, s_e),
         canary_intervals=state.canary_intervals + (1 if c_n > 0 else 0),
         canary_interval_sums=grown(state.canary_interval_sums, c_n, c_e),
-        observed_seconds=state.observed_seconds + max(obs.interval_seconds, 0.0),
     )
     return state, incident
 
@@ -738,7 +723,7 @@ def _burst_intervals(intervals: Sequence[tuple[float, float]]) -> list[tuple[flo
         return []
     worst = max(rest, key=lambda pair: pair[1] / pair[0])
     others = [pair for pair in rest if pair is not worst]
-    typical = statistics.median(e / n for n, e in others)
+    typical = median(e / n for n, e in others)
     rate = max(typical, 1.0 / sum(n for n, _ in others))
     return [worst] if _poisson_upper_tail(worst[1], worst[0] * rate) < OUTLIER_P_VALUE else []
 

@@ -84,18 +84,16 @@ class WatchTarget:
 
     def history_queries(self, config: AnalysisConfig) -> tuple[str, str]:
         """Stable's requests and 5xx over the pre-release window (evaluated at release start)."""
-        versions = (self.stable_version,)
-        window = config.baseline_window_seconds
-        return (
-            request_count_query(self.service, self.namespace, versions, window, label=self.metric_label),
-            error_count_query(self.service, self.namespace, versions, window, label=self.metric_label),
-        )
+        return self._count_queries((self.stable_version,), config.baseline_window_seconds)
 
     def traffic_queries(self, window_seconds: int) -> tuple[str, str]:
         """Requests and 5xx to both versions over the last `window_seconds` (for the bake plan)."""
+        return self._count_queries(self.versions, window_seconds)
+
+    def _count_queries(self, versions: tuple[str, ...], window_seconds: int) -> tuple[str, str]:
         return (
-            request_count_query(self.service, self.namespace, self.versions, window_seconds, label=self.metric_label),
-            error_count_query(self.service, self.namespace, self.versions, window_seconds, label=self.metric_label),
+            request_count_query(self.service, self.namespace, versions, window_seconds, label=self.metric_label),
+            error_count_query(self.service, self.namespace, versions, window_seconds, label=self.metric_label),
         )
 
     def traffic(self, requests: Any, errors: Any, window_seconds: int) -> tuple[float, float | None]:
@@ -218,7 +216,6 @@ def record_check(
         discounted_canary=progress.discounted.get("canary"),
         discounted_stable=progress.discounted.get("stable"),
         canary_intervals=canary_intervals,
-        interval_seconds=max(0.0, snapshot.at - progress.last.at),
     )
     verdict, state = (final_verdict if final else judge)(config, observation, progress.state)
     discounted = dict(progress.discounted)
