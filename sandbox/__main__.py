@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from typing import Any
 from istio_canary.core.validation import ValidationError
 from sandbox import prometheus
 from sandbox.config import load_config
+from sandbox.kubeenv import KubeEnvError, find_binaries
 from sandbox.supervisor import (
     RUNTIME_FILE,
     group_members,
@@ -63,9 +65,10 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def _http_get(url: str, timeout: float = 2.0, ca_file: str | None = None) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -84,15 +87,16 @@ class Health:
         return "; ".join(f"{name}: {detail}" for name, (ok, detail) in self.parts.items() if not ok)
 
 
-def check_health(urls: dict[str, str], supervisor_pid: int | None = None) -> Health:
+def check_health(urls: dict[str, str], supervisor_pid: int | None = None, api_ca: str | None = None) -> Health:
     """Each part answers as it should: API /version, generator /metrics + /control/state,
-    Prometheus /-/ready and has scraped the generator (`up == 1`)."""
+    Prometheus /-/ready and has scraped the generator (`up == 1`). `api_ca`: the real
+    kube-apiserver's CA (its /version is public, over TLS)."""
     health = Health()
     if supervisor_pid is not None:
         alive = process_alive(supervisor_pid)
         health.parts["supervisor"] = (alive, f"pid {supervisor_pid}" + ("" if alive else " is gone"))
     try:
-        status, body = _http_get(f"{urls['api']}/version")
+        status, body = _http_get(f"{urls['api']}/version", ca_file=api_ca)
         version = json.loads(body).get("gitVersion") if status == 200 else None
         health.parts["api"] = (status == 200, f"{urls['api']} ({version or f'HTTP {status}'})")
     except (OSError, ValueError) as exc:
@@ -160,7 +164,7 @@ def stop_sandbox(state_dir: Path, grace_seconds: float = 5.0) -> str:
             _wait_gone(pgid, 2.0)
             outcome += ", after SIGKILL"
     # Files that would point at dead ports go; the logs stay for a post-mortem.
-    for name in (STATE_FILE, RUNTIME_FILE, "env", "kubeconfig"):
+    for name in (STATE_FILE, RUNTIME_FILE, "env", "kubeconfig", "pipeline-kubeconfig"):
         (state_dir / name).unlink(missing_ok=True)
     if not _owned_members(state):
         shutil.rmtree(state_dir / "prometheus-data", ignore_errors=True)
@@ -174,16 +178,23 @@ def _shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def env_lines(state_dir: Path, urls: dict[str, str], ports: dict[str, int], namespace: str) -> str:
+def env_lines(state_dir: Path, urls: dict[str, str], ports: dict[str, int], namespace: str,
+              kube_api: str = "sandbox") -> str:
+    """KUBECONFIG is the admin's; the pipeline's connection uses PIPELINE_KUBECONFIG, which on
+    a real kube-apiserver is the istio-canary ServiceAccount's token (the sandbox's API has
+    one user, so there both are the same file)."""
     kubeconfig = str(state_dir / "kubeconfig")
+    pipeline_kubeconfig = str(state_dir / "pipeline-kubeconfig") if kube_api != "sandbox" else kubeconfig
     values = {
         "KUBECONFIG": kubeconfig,
+        "PIPELINE_KUBECONFIG": pipeline_kubeconfig,
+        "SANDBOX_KUBE_API": kube_api,
         "PROMETHEUS_URL": urls["prometheus"],
         "SANDBOX_API_URL": urls["api"],
         "SANDBOX_CONTROL_URL": urls["generator"],
         # Field names as the cncf-kubernetes provider's KubernetesHook reads its extras.
         "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
-            {"conn_type": "kubernetes", "extra": {"kube_config_path": kubeconfig, "namespace": namespace}}
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": pipeline_kubeconfig, "namespace": namespace}}
         ),
         "AIRFLOW_CONN_PROMETHEUS_DEFAULT": json.dumps(
             {"conn_type": "http", "host": "127.0.0.1", "port": ports["prometheus"], "schema": "http"}
@@ -222,7 +233,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if state is not None:
         health = Health()
         if state.get("urls"):
-            health = check_health(state["urls"], state.get("pids", {}).get("supervisor"))
+            health = check_health(state["urls"], state.get("pids", {}).get("supervisor"), state.get("api_ca"))
         if health.ok:
             print(f"sandbox already up in {state_dir} (API {state['urls']['api']}); nothing to do")
             return 0
@@ -239,6 +250,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         command += ["--config", config_path]
     if args.crd_dir:
         command += ["--crd-dir", str(Path(args.crd_dir).resolve())]
+    if args.real_apiserver:
+        if not args.crd_dir:
+            _err("--real-apiserver needs Istio's CRDs: give --crd-dir or set $SANDBOX_CRDS")
+            return EXIT_USAGE
+        try:
+            find_binaries()
+        except KubeEnvError as exc:
+            _err(str(exc))
+            return EXIT_UNHEALTHY
+        command.append("--real-apiserver")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins"), env.get("PYTHONPATH")) if p
@@ -275,8 +296,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     namespace = world.services[0].namespace
     from sandbox.apiserver import kubeconfig_yaml  # the API module is only needed here
 
-    (state_dir / "kubeconfig").write_text(kubeconfig_yaml(runtime["urls"]["api"], namespace=namespace))
-    (state_dir / "env").write_text(env_lines(state_dir, runtime["urls"], runtime["ports"], namespace))
+    kube_api = runtime.get("kube_api", "sandbox")
+    if kube_api == "sandbox":  # on a real kube-apiserver the supervisor wrote both kubeconfigs
+        (state_dir / "kubeconfig").write_text(kubeconfig_yaml(runtime["urls"]["api"], namespace=namespace))
+    (state_dir / "env").write_text(env_lines(state_dir, runtime["urls"], runtime["ports"], namespace, kube_api))
     write_json_atomic(
         state_dir / STATE_FILE,
         {
@@ -286,6 +309,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "ports": runtime["ports"],
             "urls": runtime["urls"],
             "config": runtime["config"],
+            "kube_api": kube_api,
+            "api_ca": runtime.get("api_ca"),
             "started_at": started_at,
             "ready_at": datetime.now(UTC).isoformat(),
             "phase": "up",
@@ -316,7 +341,7 @@ def _wait_ready(
         except (OSError, ValueError):
             runtime = None
         if runtime is not None:
-            health = check_health(runtime["urls"])
+            health = check_health(runtime["urls"], api_ca=runtime.get("api_ca"))
             if health.ok:
                 return runtime, ""
             last = health.failing()
@@ -349,7 +374,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f"sandbox in {state_dir}: not running")
         return EXIT_UNHEALTHY
-    health = check_health(state["urls"], state["pids"].get("supervisor"))
+    health = check_health(state["urls"], state["pids"].get("supervisor"), state.get("api_ca"))
     gen = health.generator_state or {}
     faults = _active_faults(state)
     started = datetime.fromisoformat(state["started_at"])
@@ -599,6 +624,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
     if state is None:
         return EXIT_UNHEALTHY
     control = f"{state['urls']['generator']}/control/faults"
+    if args.target == "api" and state.get("kube_api", "sandbox") != "sandbox":
+        _err("API write faults are the sandbox API server's own; this sandbox runs a real kube-apiserver "
+             "(start it without --real-apiserver to inject them); nothing changed")
+        return EXIT_USAGE
     try:
         if args.target == "api":
             if args.kind == "off":
@@ -662,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SANDBOX_CRDS") or None,
         help="folder with Istio's CRD YAML to validate writes with (default: $SANDBOX_CRDS, else built-in)",
     )
+    up.add_argument("--real-apiserver", action="store_true",
+                    help="a real etcd + kube-apiserver (built by make setup) instead of the sandbox's API server; "
+                         "the pipeline's kubeconfig is then the istio-canary ServiceAccount's token")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
     up.set_defaults(func=cmd_up)
 

@@ -382,24 +382,22 @@ def _pod(svc: ServiceConfig, version: VersionConfig, replica: int) -> dict[str, 
     }
 
 
+def namespace_object(name: str) -> dict[str, Any]:
+    """A world namespace, labelled for sidecar injection as a meshed namespace is."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, "istio-injection": "enabled"}},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
 def seed_world(store: Store, world: WorldConfig) -> int:
     """Put every seeded object into the store; returns how many were written."""
     written = 0
     for ns in sorted({s.namespace for s in world.services}):
-        # Labelled for sidecar injection, as a meshed namespace is.
-        store.put(
-            "namespaces",
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": ns,
-                    "labels": {"kubernetes.io/metadata.name": ns, "istio-injection": "enabled"},
-                },
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"},
-            },
-        )
+        store.put("namespaces", namespace_object(ns))
         written += 1
     for svc in world.services:
         for resource, obj in service_objects(svc):

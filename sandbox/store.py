@@ -26,6 +26,7 @@ class Store:
         self._lock = threading.RLock()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._revision = 0
+        self._changes = 0
 
     @property
     def lock(self) -> threading.RLock:
@@ -36,6 +37,14 @@ class Store:
     def revision(self) -> int:
         with self._lock:
             return self._revision
+
+    @property
+    def changes(self) -> int:
+        """Bumped on every write: what a reader compares to notice any change (a mirror's
+        `revision` follows another server's resourceVersions, which may arrive out of order
+        across resources)."""
+        with self._lock:
+            return self._changes
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -73,6 +82,7 @@ class Store:
                 meta["generation"] = generation + 1 if old.get("spec") != stored.get("spec") else generation
             meta["resourceVersion"] = str(self._revision)
             self._objects[key] = stored
+            self._changes += 1
             return copy.deepcopy(stored)
 
     def delete(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -80,4 +90,30 @@ class Store:
             obj = self._objects.pop((resource, namespace, name), None)
             if obj is not None:
                 self._revision += 1
+                self._changes += 1
             return obj
+
+    # --- a copy of another server's objects (the sandbox on a real kube-apiserver) ---------
+
+    def mirror(self, resource: str, namespace: str, name: str, obj: dict[str, Any] | None,
+               resource_version: str) -> None:
+        """Take an object as another server stored it, metadata and all (None: deleted there).
+        `revision` follows that server's resourceVersion."""
+        with self._lock:
+            if obj is None:
+                self._objects.pop((resource, namespace, name), None)
+            else:
+                self._objects[(resource, namespace, name)] = copy.deepcopy(obj)
+            self._revision = max(self._revision, int(resource_version))
+            self._changes += 1
+
+    def mirror_all(self, resource: str, objects: list[dict[str, Any]], resource_version: str) -> None:
+        """Every object of `resource` replaced by another server's list of them."""
+        with self._lock:
+            for key in [k for k in self._objects if k[0] == resource]:
+                del self._objects[key]
+            for obj in objects:
+                meta = obj["metadata"]
+                self._objects[(resource, meta.get("namespace", ""), meta["name"])] = copy.deepcopy(obj)
+            self._revision = max(self._revision, int(resource_version))
+            self._changes += 1

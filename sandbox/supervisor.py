@@ -264,6 +264,23 @@ class PrometheusChild:
                 "port": self.port, "url": self.url}
 
 
+VirtualServiceUpdate = Callable[[str, str, Callable[[dict[str, Any]], None]], dict[str, Any]]
+
+
+def store_virtual_service_update(store: Any) -> VirtualServiceUpdate:
+    """Read-edit-write of a VirtualService in the sandbox's own store, atomic under its lock."""
+
+    def update(namespace: str, name: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        with store.lock:  # read-check-write in one step, as the API server does
+            vs = store.get("virtualservices", namespace, name)
+            if vs is None:
+                raise LookupError(f"VirtualService {namespace}/{name} not found")
+            edit(vs)
+            return dict(store.put("virtualservices", vs))
+
+    return update
+
+
 class ConcurrentWriter:
     """Another controller editing the same VirtualService, every `interval` seconds.
 
@@ -273,13 +290,15 @@ class ConcurrentWriter:
     Before each edit it checks that the route is exactly as it left it; if not, its previous
     edit was lost (someone wrote a stale copy) and that is recorded in `lost`.
 
-    It writes to the store directly, as a write by another API client lands: the object's
-    resourceVersion moves, so a release writing with an older one gets a real 409. Going
-    through the store keeps it out of the API fault plan (armed faults stay the release's).
+    It writes through `update` (read, edit, write back in one step): straight to the store,
+    as a write by another API client lands, or to a real kube-apiserver. Either way the
+    object's resourceVersion moves, so a release writing with an older one gets a real 409.
+    Going around the sandbox's API keeps it out of the API fault plan (armed faults stay the
+    release's).
     """
 
-    def __init__(self, store: Any, namespace: str, name: str, interval: float) -> None:
-        self.store, self.namespace, self.name, self.interval = store, namespace, name, interval
+    def __init__(self, update: VirtualServiceUpdate, namespace: str, name: str, interval: float) -> None:
+        self.update, self.namespace, self.name, self.interval = update, namespace, name, interval
         self.seq = 0
         self.edits: collections.deque[dict[str, Any]] = collections.deque(maxlen=WRITER_KEPT_EDITS)
         self.lost: list[dict[str, Any]] = []
@@ -313,10 +332,10 @@ class ConcurrentWriter:
             self._stop.wait(self.interval)
 
     def edit_once(self) -> None:
-        with self.store.lock:  # read-check-write in one step, as the API server does
-            vs = self.store.get("virtualservices", self.namespace, self.name)
-            if vs is None:
-                raise LookupError(f"VirtualService {self.namespace}/{self.name} not found")
+        seq = self.seq + 1
+        edited: dict[str, Any] = {}
+
+        def edit(vs: dict[str, Any]) -> None:
             http = vs.setdefault("spec", {}).setdefault("http", [])
             index = next((i for i, r in enumerate(http) if isinstance(r, dict) and r.get("name") == WRITER_ROUTE),
                          None)
@@ -325,7 +344,6 @@ class ConcurrentWriter:
                 self.lost.append({"seq": self.seq, "at": time.time(), "expected": self._last, "found": current})
             route = copy.deepcopy(current) if current is not None else self._new_route(vs)
             headers = route.setdefault("headers", {}).setdefault("request", {}).setdefault("set", {})
-            seq = self.seq + 1
             headers[f"{WRITER_HEADER_PREFIX}{seq}"] = str(seq)
             for old in sorted((k for k in headers if k.startswith(WRITER_HEADER_PREFIX)),
                               key=lambda k: int(k.removeprefix(WRITER_HEADER_PREFIX)))[:-WRITER_KEPT_EDITS]:
@@ -334,10 +352,11 @@ class ConcurrentWriter:
                 http.insert(0, route)
             else:
                 http[index] = route
-            stored = self.store.put("virtualservices", vs)
-            self.seq, self._last = seq, route
-            self.edits.append({"seq": seq, "resource_version": stored["metadata"]["resourceVersion"],
-                               "at": time.time()})
+            edited["route"] = route
+
+        stored = self.update(self.namespace, self.name, edit)
+        self.seq, self._last = seq, edited["route"]
+        self.edits.append({"seq": seq, "resource_version": stored["metadata"]["resourceVersion"], "at": time.time()})
 
     @staticmethod
     def _new_route(vs: dict[str, Any]) -> dict[str, Any]:
@@ -377,15 +396,21 @@ def _number(field: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
+# The API fault state on a real kube-apiserver: the same shape, nothing ever armed.
+NO_API_FAULTS: dict[str, Any] = {"available": False, "kind": None, "count": 0, "after": 0,
+                                 "timeout_seconds": None, "queue": [], "injected": 0}
+
+
 class FaultControl:
     """What `python -m sandbox fault` switches at run time. GET: every fault's state. POST
     {"target", "action", ...}: prometheus up|down|errors, writer start|stop (service,
     namespace, interval_seconds), traffic zero|restore, all clear. API write faults are armed
     at the API server's own /sandbox/faults; `all clear` disarms them too."""
 
-    def __init__(self, *, api: Any, generator: Any, store: Any, world: Any, prom: PrometheusChild,
-                 main: MainThreadCalls, on_prometheus_change: Callable[[], None]) -> None:
-        self.api, self.generator, self.store, self.world = api, generator, store, world
+    def __init__(self, *, api: Any, generator: Any, update_vs: VirtualServiceUpdate, world: Any,
+                 prom: PrometheusChild, main: MainThreadCalls, on_prometheus_change: Callable[[], None]) -> None:
+        # `api` is None on a real kube-apiserver: its write faults are the sandbox API's own.
+        self.api, self.generator, self.update_vs, self.world = api, generator, update_vs, world
         self.prom, self.main = prom, main
         self.on_prometheus_change = on_prometheus_change
         self.writer: ConcurrentWriter | None = None
@@ -421,7 +446,8 @@ class FaultControl:
         elif target == "writer":
             self._stop_writer()
         else:
-            self.api.faults.disarm()
+            if self.api is not None:
+                self.api.faults.disarm()
             self._stop_writer()
             self.generator.set_traffic_zero(False)
             self._prometheus("up")
@@ -440,7 +466,7 @@ class FaultControl:
             raise RuntimeError(
                 f"the writer is already running on {self.writer.namespace}/{self.writer.name}; stop it first"
             )
-        self.writer = ConcurrentWriter(self.store, svc.namespace, svc.name, interval)
+        self.writer = ConcurrentWriter(self.update_vs, svc.namespace, svc.name, interval)
         self.writer.start()
         log.warning("fault: writer editing VirtualService %s/%s every %gs", svc.namespace, svc.name, interval)
 
@@ -451,7 +477,7 @@ class FaultControl:
 
     def state(self) -> dict[str, Any]:
         return {
-            "api": self.api.faults.state(),
+            "api": self.api.faults.state() if self.api is not None else NO_API_FAULTS,
             "prometheus": self.prom.state(),
             "writer": self.writer.state() if self.writer is not None else {"running": False, "edit_count": 0},
             "traffic": {"zero": self.generator.traffic_zero},
@@ -461,7 +487,7 @@ class FaultControl:
         self._stop_writer()
 
 
-def run(state_dir: Path, config_path: str | None, crd_dir: str | None) -> int:
+def run(state_dir: Path, config_path: str | None, crd_dir: str | None, real_apiserver: bool = False) -> int:
     # Imported here: the CLI imports this module for its /proc helpers and should start fast.
     from sandbox.apiserver import make_api_server
     from sandbox.config import load_config, seed_world
@@ -479,10 +505,18 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None) -> int:
 
     world = load_config(config_path)
     store = Store()
-    seeded = seed_world(store, world)
-    log.info("seeded %d objects for %d services from %s", seeded, len(world.services), world.source)
+    api: Any = None
+    cluster: Any = None
+    if real_apiserver:
+        from sandbox.realcluster import RealCluster
 
-    api = make_api_server(store, "127.0.0.1", 0, crd_dir=crd_dir)
+        if not crd_dir:
+            raise ValidationError("--crd-dir", crd_dir, "a real kube-apiserver needs Istio's CRD YAML (or $SANDBOX_CRDS)")
+        cluster = RealCluster(state_dir, world, Path(crd_dir))
+    else:
+        seeded = seed_world(store, world)
+        log.info("seeded %d objects for %d services from %s", seeded, len(world.services), world.source)
+        api = make_api_server(store, "127.0.0.1", 0, crd_dir=crd_dir)
     generator = TrafficGenerator(store, world)
     gen_server = make_generator_server(generator, "127.0.0.1", 0)
     gen_port = gen_server.server_address[1]
@@ -498,17 +532,29 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None) -> int:
             runtime["starttimes"] = {**runtime["starttimes"], str(state["pid"]): state["starttime"]}
             write_json_atomic(state_dir / RUNTIME_FILE, runtime)
 
-    faults = FaultControl(api=api, generator=generator, store=store, world=world, prom=prom, main=main_calls,
-                          on_prometheus_change=record_prometheus)
+    update_vs = cluster.update_virtual_service if cluster is not None else store_virtual_service_update(store)
+    faults = FaultControl(api=api, generator=generator, update_vs=update_vs, world=world, prom=prom,
+                          main=main_calls, on_prometheus_change=record_prometheus)
     gen_server.fault_control = faults
     threads: list[threading.Thread] = []
+    servers = [gen_server] if api is None else [api, gen_server]
     try:
-        threads.append(_thread(api.serve_forever, "apiserver"))
+        if cluster is not None:
+            cluster.start()
+            log.info("real kube-apiserver at %s; seeded from %s", cluster.url, world.source)
+            gen_server.reseed = cluster.reseed
+            cluster.mirror_into(store, stop)
+            admin, pipeline = cluster.kubeconfigs()
+            (state_dir / "kubeconfig").write_text(admin)
+            (state_dir / "pipeline-kubeconfig").write_text(pipeline)
+        else:
+            threads.append(_thread(api.serve_forever, "apiserver"))
         threads.append(_thread(gen_server.serve_forever, "generator-http"))
         threads.append(_thread(generator.run_forever, "generator", stop))
         prom.start()
         assert prom.proc is not None
         prom_port = prom.port
+        api_url = cluster.url if cluster is not None else api.url
         runtime = {
             "supervisor_pid": os.getpid(),
             "pgid": os.getpgid(0),
@@ -517,20 +563,24 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None) -> int:
                 str(os.getpid()): process_starttime(os.getpid()),
                 str(prom.proc.pid): process_starttime(prom.proc.pid),
             },
-            "ports": {"api": api.server_address[1], "generator": gen_port, "prometheus": prom_port},
+            "ports": {"api": int(api_url.rsplit(":", 1)[1]), "generator": gen_port, "prometheus": prom_port},
             "urls": {
-                "api": api.url,
+                "api": api_url,
                 "generator": gen_server.url,
                 "prometheus": f"http://127.0.0.1:{prom_port}",
             },
             "config": world.source,
             "crd_dir": crd_dir,
+            "kube_api": "kube-apiserver" if cluster is not None else "sandbox",
+            "api_ca": str(cluster.ca_file) if cluster is not None else None,
             "started_at": generator.started_at.isoformat(),
         }
+        if cluster is not None:
+            runtime["control_plane_pids"] = cluster.control_plane.pids()
         write_json_atomic(state_dir / RUNTIME_FILE, runtime)
         log.info(
             "running: api %s, generator %s, prometheus %s (pid %d)",
-            api.url,
+            api_url,
             gen_server.url,
             runtime["urls"]["prometheus"],
             prom.proc.pid,
@@ -546,10 +596,12 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None) -> int:
         stop.set()
         faults.stop()
         prom.stop()
-        for server in (api, gen_server):
+        for server in servers:
             if threads:
                 server.shutdown()
             server.server_close()
+        if cluster is not None:
+            cluster.stop()
         log.info("stopped at %s", datetime.now(UTC).isoformat())
 
 
@@ -558,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--config", default=None, help="world YAML (default: sandbox/default_world.yaml)")
     parser.add_argument("--crd-dir", default=os.environ.get("SANDBOX_CRDS") or None)
+    parser.add_argument("--real-apiserver", action="store_true",
+                        help="a real etcd + kube-apiserver instead of the sandbox's API server")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stdout,
@@ -567,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return run(state_dir, args.config, args.crd_dir)
+        return run(state_dir, args.config, args.crd_dir, args.real_apiserver)
     except ValidationError as exc:
         log.error("bad config: %s", exc)
         return 2

@@ -595,6 +595,7 @@ class TrafficGenerator:
         self._carry = [0.0] * len(self._services)
         self._tables: list[list[tuple[list[float], list[Outcome]]]] = []
         self._compiled_revision = -1
+        self._compiled_changes = -1
         self._istio: dict[tuple[int, Outcome, int], _Series] = {}
         self._sandbox: dict[tuple[int, str, int, int], int] = {}
         self._last_tick: float | None = None
@@ -686,8 +687,8 @@ class TrafficGenerator:
     # routing tables ------------------------------------------------------------------------
 
     def _refresh_routing(self) -> None:
-        revision = self.store.revision
-        if revision == self._compiled_revision:
+        changes, revision = self.store.changes, self.store.revision
+        if changes == self._compiled_changes:
             return
         mesh = MeshSnapshot.from_store(self.store)
         tables = []
@@ -699,6 +700,7 @@ class TrafficGenerator:
             tables.append(per_class)
         self._tables = tables
         self._compiled_revision = revision
+        self._compiled_changes = changes
 
     def routing_table(self, service_index: int = 0) -> dict[str, list[tuple[float, Outcome]]]:
         """Current distribution per header class, for status output and tests."""
@@ -960,6 +962,8 @@ class GeneratorServer(ThreadingHTTPServer):
         self.generator = generator
         # Set by the supervisor, which owns what faults act on (Prometheus, the store, the API).
         self.fault_control: FaultHandler | None = None
+        # What /control/reset re-seeds: the store, or (on a real kube-apiserver) that server.
+        self.reseed: Callable[[], int] = lambda: reseed_world(generator.store, generator.world)
 
     @property
     def url(self) -> str:
@@ -1027,7 +1031,7 @@ class _GeneratorHandler(BaseHTTPRequestHandler):
             log.info("behaviour changed: %s", json.dumps(payload, sort_keys=True))
             self._json(200, result)
         elif path == "/control/reset":
-            written = reseed_world(gen.store, gen.world)
+            written = self.server.reseed()
             gen.reset_behaviour()
             log.info("world reset: %d objects re-seeded, behaviour back to config", written)
             self._json(200, {"reseeded": written})

@@ -5,6 +5,11 @@
   `sandbox.reset()` when done (or use their own via `sandbox_factory`).
 - `sandbox_factory(config: dict | None) -> SandboxInfo`: an extra sandbox with its own state
   dir (and world config), stopped when the test ends.
+- `real_sandbox` (session): the same world on a real etcd + kube-apiserver (`up
+  --real-apiserver`): RBAC by the real authorizer, the pipeline on the istio-canary
+  ServiceAccount's token.
+- `cluster`: the sandbox a test runs against; `sandbox` unless the test is marked
+  `@BOTH_APIS`, which runs it once on each API server.
 """
 
 from __future__ import annotations
@@ -62,11 +67,13 @@ def parse_env_file(path: Path) -> dict[str, str]:
 @dataclass
 class SandboxInfo:
     state_dir: Path
-    kubeconfig: Path
+    kubeconfig: Path  # the admin's: tests set up and inspect with it
     api_url: str
     prometheus_url: str
     control_url: str
     env: dict[str, str] = field(default_factory=dict)
+    kube_api: str = "sandbox"  # or "kube-apiserver"
+    pipeline_kubeconfig: Path | None = None  # what the release's Airflow connection uses
 
     @classmethod
     def from_state_dir(cls, state_dir: Path) -> SandboxInfo:
@@ -78,7 +85,18 @@ class SandboxInfo:
             prometheus_url=env["PROMETHEUS_URL"],
             control_url=env["SANDBOX_CONTROL_URL"],
             env=env,
+            kube_api=env.get("SANDBOX_KUBE_API", "sandbox"),
+            pipeline_kubeconfig=Path(env.get("PIPELINE_KUBECONFIG") or env["KUBECONFIG"]),
         )
+
+    @property
+    def real(self) -> bool:
+        return self.kube_api != "sandbox"
+
+    def clear_api_faults(self) -> None:
+        """Disarm the sandbox API's write faults (a real kube-apiserver has none)."""
+        if not self.real:
+            requests.delete(f"{self.api_url}/sandbox/faults", timeout=5)
 
     @property
     def process_state(self) -> dict[str, Any]:
@@ -170,9 +188,9 @@ class SandboxInfo:
             time.sleep(0.5)
 
 
-def start_sandbox(state_dir: Path, config: dict[str, Any] | None = None) -> SandboxInfo:
+def start_sandbox(state_dir: Path, config: dict[str, Any] | None = None, real_apiserver: bool = False) -> SandboxInfo:
     state_dir.mkdir(parents=True, exist_ok=True)
-    args = ["up", "--state-dir", str(state_dir)]
+    args = ["up", "--state-dir", str(state_dir)] + (["--real-apiserver"] if real_apiserver else [])
     if config is not None:
         config_file = state_dir / "world.yaml"
         config_file.write_text(yaml.safe_dump(config))
@@ -196,6 +214,27 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
         yield start_sandbox(state_dir)
     finally:
         stop_sandbox(state_dir)
+
+
+@pytest.fixture(scope="session")
+def real_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
+    state_dir = tmp_path_factory.mktemp("real-sandbox")
+    try:
+        yield start_sandbox(state_dir, real_apiserver=True)
+    finally:
+        stop_sandbox(state_dir)
+
+
+KUBE_APIS = ("sandbox", "kube-apiserver")
+# Runs a test once against each API server: the sandbox's stand-in and a real kube-apiserver.
+BOTH_APIS = pytest.mark.parametrize("cluster", KUBE_APIS, indirect=True)
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest) -> SandboxInfo:
+    """`sandbox`, or `real_sandbox` where a test is parametrized with BOTH_APIS."""
+    which = getattr(request, "param", "sandbox")
+    return request.getfixturevalue("real_sandbox" if which == "kube-apiserver" else "sandbox")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.istio_analyzer import StepAnalyzer, is_real_apiserver
 from tools.live_airflow import AIRFLOW, RELEASE_DAG_ID, LiveAirflow, airflow_env, start_live_airflow
 
 DAG_ID = RELEASE_DAG_ID
@@ -46,12 +47,13 @@ class RunResult:
 
 
 @pytest.fixture
-def run_release(airflow_home: Path, sandbox: Any) -> Iterator[Any]:
-    """`run_release(conf, timeout=...) -> RunResult`: one `airflow dags test` against the sandbox."""
+def run_release(airflow_home: Path, cluster: Any) -> Iterator[Any]:
+    """`run_release(conf, timeout=...) -> RunResult`: one `airflow dags test` against the test's
+    `cluster` (the sandbox, or the real kube-apiserver under BOTH_APIS)."""
 
     def run(conf: dict[str, Any], timeout: float = 420, extra_env: dict[str, str] | None = None,
             popen: bool = False) -> Any:
-        env = airflow_env(airflow_home, {**sandbox_connections(sandbox), **(extra_env or {})})
+        env = airflow_env(airflow_home, {**sandbox_connections(cluster), **(extra_env or {})})
         args = [AIRFLOW, "dags", "test", DAG_ID, "-c", json.dumps(conf)]
         if popen:
             return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -68,3 +70,43 @@ def live_airflow(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     session sandbox; its processes are stopped (by process group) when the session ends."""
     with start_live_airflow(tmp_path_factory.mktemp("live-airflow"), connections=sandbox_connections(sandbox)) as live:
         yield live
+
+
+class AnalyzedRelease:
+    """`run_release` with Istio's analyzer watching (tests/istio_analyzer.py StepAnalyzer): every
+    state the release leaves its VirtualService/DestinationRule in is analyzed by `istioctl
+    analyze`, and the call fails unless it saw the release write and no state has an Error-level
+    message the state before the release did not have. `.analyzer` is the last run's, for the
+    steps it saw (`observed_weights`, `describe()`)."""
+
+    def __init__(self, run_release: Any, target: Any) -> None:
+        self.run_release, self.target = run_release, target
+        self.analyzer: StepAnalyzer | None = None
+
+    def __call__(self, conf: dict[str, Any], **kwargs: Any) -> RunResult:
+        assert not kwargs.get("popen"), "analyzed_release waits for the run; use run_release(popen=True)"
+        name = conf.get("virtual_service") or conf["service"]
+        self.analyzer = StepAnalyzer(
+            self.target.kubeconfig, conf.get("namespace", "bookinfo"), name,
+            destination_rule=conf.get("destination_rule") or conf["service"],
+            # A real kube-apiserver is analyzed live (every analyzer); the sandbox's stand-in offline.
+            live=is_real_apiserver(self.target.kubeconfig),
+        )
+        with self.analyzer:
+            result = self.run_release(conf, **kwargs)
+        print(self.analyzer.describe())  # in the test's captured output: what istioctl said at each step
+        try:
+            assert len(self.analyzer.records) > 1, "the analyzer saw no write of the release"
+            self.analyzer.check()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- airflow dags test (tail) ---\n{result.output[-3000:]}") from None
+        return result
+
+
+@pytest.fixture
+def analyzed_release(run_release: Any, request: pytest.FixtureRequest) -> AnalyzedRelease:
+    """Like `run_release` (same arguments, returns its RunResult), with `istioctl analyze` after
+    every step; see AnalyzedRelease. Watches the cluster run_release runs against."""
+    # `cluster` where run_release runs on it (the BOTH_APIS tests), else the session sandbox.
+    target = request.getfixturevalue("cluster" if "cluster" in request.fixturenames else "sandbox")
+    return AnalyzedRelease(run_release, target)

@@ -32,6 +32,7 @@ import yaml
 from kubernetes import client, config
 
 from istio_canary.core.lock import outcome_of
+from tests.conftest import BOTH_APIS
 from tests.e2e.conftest import AIRFLOW, DAG_ID, RunResult, airflow_env
 from tools.live_airflow import LiveAirflow
 
@@ -272,7 +273,10 @@ def sandbox_processes(sandbox: Any) -> list[psutil.Process]:
     return list(found.values())
 
 
-def test_sandbox_listens_on_loopback_only(sandbox: Any) -> None:
+@BOTH_APIS
+def test_sandbox_listens_on_loopback_only(cluster: Any) -> None:
+    """Every socket of the sandbox's group (with --real-apiserver: etcd and kube-apiserver too)."""
+    sandbox = cluster
     listening = []
     for proc in sandbox_processes(sandbox):
         for conn in proc.net_connections(kind="inet"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from sandbox.supervisor import group_members, process_alive
@@ -93,6 +94,46 @@ def test_up_down_starts_and_stops_exactly_the_sandbox(tmp_path: Path) -> None:
         assert sandbox_cli("down", "--state-dir", str(state_dir)).returncode == 0
         status = sandbox_cli("status", "--state-dir", str(state_dir))
         assert status.returncode != 0 and "not running" in status.stdout
+    finally:
+        sandbox_cli("down", "--state-dir", str(state_dir))
+
+
+def test_up_real_apiserver_runs_etcd_and_kube_apiserver_in_the_group_and_down_stops_them(tmp_path: Path) -> None:
+    """`up --real-apiserver`: etcd and a real kube-apiserver join the sandbox's process group,
+    the pipeline's kubeconfig is the istio-canary ServiceAccount's token, the generator routes
+    by the real server's objects, and `down` stops every one of them."""
+    state_dir = tmp_path / "real"
+    try:
+        up = sandbox_cli("up", "--real-apiserver", "--state-dir", str(state_dir))
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((state_dir / "state.json").read_text())
+        assert state["kube_api"] == "kube-apiserver" and state["urls"]["api"].startswith("https://127.0.0.1:")
+        control_plane = processes_mentioning(str(state_dir / "kubeenv"))
+        names = sorted(Path(cmdline(pid).split()[0]).name for pid in control_plane)
+        assert names == ["etcd", "kube-apiserver"], [cmdline(pid) for pid in control_plane]
+        assert all(os.getpgid(pid) == state["pgid"] for pid in control_plane)
+
+        env = parse_env_file(state_dir / "env")
+        assert env["SANDBOX_KUBE_API"] == "kube-apiserver"
+        assert json.loads(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])["extra"]["kube_config_path"] == env[
+            "PIPELINE_KUBECONFIG"]
+        pipeline = yaml.safe_load(Path(env["PIPELINE_KUBECONFIG"]).read_text())
+        assert set(pipeline["users"][0]["user"]) == {"token"}
+        admin = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
+        version = client.VersionApi(admin.api_client).get_code()
+        assert version.git_version.startswith("v1.") and version.minor != ""
+        pods = admin.list_namespaced_pod("bookinfo").items
+        assert sorted(p.metadata.labels["version"] for p in pods) == ["v1", "v2"]
+        assert all({c.type: c.status for c in p.status.conditions}["Ready"] == "True" for p in pods)
+        # The generator routes by what the real server holds: everything to v1 as seeded.
+        routing = json.loads(sandbox_cli("status", "--state-dir", str(state_dir), "--json").stdout)
+        assert routing["healthy"] is True
+
+        down = sandbox_cli("down", "--state-dir", str(state_dir))
+        assert down.returncode == 0, down.stderr
+        assert group_members(state["pgid"]) == []
+        assert processes_mentioning(str(state_dir / "kubeenv")) == []
+        assert not (state_dir / "pipeline-kubeconfig").exists()
     finally:
         sandbox_cli("down", "--state-dir", str(state_dir))
 
