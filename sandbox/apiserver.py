@@ -8,9 +8,20 @@ field causes from CRD-schema validation, label and field selectors, server-side 
 (for `kubectl get`), and Istio's webhook rules (negative or all-zero weights are rejected;
 unused routes and missing subsets become `Warning` headers, which kubectl prints).
 
-Where it differs, on purpose: unknown fields are rejected (a real server prunes them) unless
-the client asks `fieldValidation=Ignore|Warn`; strategic merge patch and server-side apply
-answer 415; Pods, Services and Namespaces are read-only (seeded into the Store directly).
+Checked against a real kube-apiserver (tests/integration/test_apiserver_contract.py sends the
+pipeline's requests to both): unknown fields are pruned with a `Warning` (the default
+`fieldValidation=Warn`; `Strict` answers 400, `Ignore` prunes silently); an update must carry
+`metadata.resourceVersion` (422) and a matching `metadata.uid` if it has one (409); a body the
+real decoder cannot read (no kind, another apiVersion, labels that are not strings) is a 400;
+schema errors that stop the CRD's CEL rules add the real `<nil>` cause; a resource the server
+does not serve is a plain-text `404 page not found`; and RBAC is enforced for tokens from
+`ApiServer.service_account_token` (Roles and bindings loaded with `load_rbac`), authorization
+coming before everything else, as on a real server. Any other bearer token is the sandbox's
+admin (group system:masters): the sandbox authenticates no one.
+
+Where it differs, on purpose: strategic merge patch and server-side apply answer 415; Pods,
+Services and Namespaces are read-only (seeded into the Store directly); and Istio's validating
+webhook is emulated (a bare kube-apiserver has no istiod to call).
 
 Test hooks: `server.audit` records every resource request (with `fault` set on injected
 answers); `server.faults.arm(kind, count, after=N)` makes upcoming writes fail (500, a slow
@@ -25,6 +36,7 @@ import copy
 import hashlib
 import json
 import re
+import secrets
 import sys
 import threading
 import time
@@ -46,6 +58,7 @@ from sandbox.schema import (
     CrdInfo,
     CrdSchemas,
     FieldError,
+    gate_rule_errors,
     load_schemas,
 )
 from sandbox.store import Store
@@ -118,6 +131,16 @@ class ApiError(Exception):
         return body
 
 
+class PageNotFound(ApiError):
+    """What kube-apiserver answers for a path no API serves (an unknown group, version or
+    resource): Go's plain-text `404 page not found`, not a Status."""
+
+    BODY = b"404 page not found\n"
+
+    def __init__(self) -> None:
+        super().__init__(404, "NotFound", "404 page not found")
+
+
 def _qualified(group: str, plural: str) -> str:
     return f"{plural}.{group}" if group else plural
 
@@ -145,7 +168,29 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
+def cannot_decode(kind: str, version: str, reason: str) -> ApiError:
+    """A body the real server's decoder refuses (before any lookup or validation)."""
+    return bad_request(f'{kind} in version "{version}" cannot be handled as a {kind}: {reason}')
+
+
+def forbidden(user: str, verb: str, req: ResourceRequest) -> ApiError:
+    """RBAC's refusal, worded as kube-apiserver words it."""
+    resource = req.plural + (f"/{req.subresource}" if req.subresource else "")
+    what = _qualified(req.group, req.plural) + (f' "{req.name}"' if req.name else "")
+    scope = f'in the namespace "{req.namespace}"' if req.namespace else "at the cluster scope"
+    details = {k: v for k, v in {"name": req.name, "group": req.group, "kind": req.plural}.items() if v}
+    return ApiError(
+        403,
+        "Forbidden",
+        f'{what} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group '
+        f'"{req.group}" {scope}',
+        details,
+    )
+
+
 def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiError:
+    """422 Invalid. `kind` is the Kind for validation errors, the resource plural for the
+    registry's own checks (as kube-apiserver names them: `virtualservices.networking.istio.io`)."""
     rendered = [str(e) for e in errors]
     summary = rendered[0] if len(rendered) == 1 else "[" + ", ".join(rendered) + "]"
     qualified_kind = f"{kind}.{group}" if group else kind
@@ -160,6 +205,64 @@ def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiEr
             "causes": [{"reason": e.type, "message": e.message, "field": e.field} for e in errors],
         },
     )
+
+
+# The registry's answer to an update without metadata.resourceVersion (custom resources allow
+# no unconditional update).
+RESOURCE_VERSION_REQUIRED = FieldError(
+    "metadata.resourceVersion", INVALID, "Invalid value: 0: must be specified for an update"
+)
+
+
+def uid_conflict(
+    group: str, plural: str, namespace: str, name: str, uid: str, stored_uid: str | None
+) -> ApiError:
+    """409 for an update whose metadata.uid is another object's (deleted and created again)."""
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {_qualified(group, plural)} "{name}": StorageError: invalid object, '
+        f"Code: 4, Key: /registry/{group}/{plural}/{namespace}/{name}, ResourceVersion: 0, AdditionalErrorMsg: "
+        f"Precondition failed: UID in precondition: {uid}, UID in object meta: {stored_uid}",
+        {"name": name, "group": group, "kind": plural},
+    )
+
+
+_GO_JSON_TYPES = {bool: "bool", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _decoded_string_map(kind: str, version: str, key: str, value: Any) -> dict[str, str] | None:
+    """metadata.labels/annotations as Go decodes them into ObjectMeta (map[string]string): null
+    values become "", anything else that is not a string is a 400."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        found = _GO_JSON_TYPES.get(type(value), "value")
+        raise cannot_decode(
+            kind,
+            version,
+            f"json: cannot unmarshal {found} into Go struct field ObjectMeta.{key} of type map[string]string",
+        )
+    decoded = {}
+    for name, item in value.items():
+        if item is not None and not isinstance(item, str):
+            found = _GO_JSON_TYPES.get(type(item), "value")
+            raise cannot_decode(
+                kind,
+                version,
+                f"json: cannot unmarshal {found} into Go struct field ObjectMeta.{key} of type string",
+            )
+        decoded[name] = item or ""
+    return decoded
+
+
+@dataclass
+class _Decoded:
+    """A request body as the decoder left it: unknown fields pruned, schema errors kept for
+    validation (which runs after the preconditions)."""
+
+    obj: dict[str, Any]
+    schema_errors: list[FieldError]
 
 
 # --------------------------------------------------------------------------- faults and audit
@@ -651,6 +754,85 @@ def _parse_resource_path(path: str) -> ResourceRequest | None:
     return None
 
 
+# --------------------------------------------------------------------------- authentication and RBAC
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    groups: tuple[str, ...]
+
+
+# Who a request is when its token is not one the server handed out: the sandbox authenticates
+# no one, so kubeconfigs with any token (tests put secrets in them) act as the cluster admin.
+ADMIN = UserInfo("sandbox-admin", ("system:masters", "system:authenticated"))
+
+# The RBAC kinds `ApiServer.load_rbac` takes: kind -> (Store resource, namespaced).
+RBAC_KINDS = {
+    "ServiceAccount": ("serviceaccounts", True),
+    "Role": ("roles", True),
+    "RoleBinding": ("rolebindings", True),
+    "ClusterRole": ("clusterroles", False),
+    "ClusterRoleBinding": ("clusterrolebindings", False),
+}
+
+
+def _listed(values: Any, wanted: str) -> bool:
+    return isinstance(values, list) and ("*" in values or wanted in values)
+
+
+def _rule_allows(rule: Any, verb: str, req: ResourceRequest) -> bool:
+    if not isinstance(rule, dict):
+        return False
+    resource = req.plural + (f"/{req.subresource}" if req.subresource else "")
+    names = rule.get("resourceNames") or []
+    return (
+        _listed(rule.get("verbs"), verb)
+        and _listed(rule.get("apiGroups"), req.group)
+        and _listed(rule.get("resources"), resource)
+        and (not names or req.name in names)
+    )
+
+
+def _subject_is(subject: Any, user: UserInfo) -> bool:
+    if not isinstance(subject, dict):
+        return False
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "ServiceAccount":
+        return user.name == f"system:serviceaccount:{subject.get('namespace')}:{name}"
+    if kind == "User":
+        return user.name == name
+    return kind == "Group" and name in user.groups
+
+
+def rbac_allows(store: Store, user: UserInfo, verb: str, req: ResourceRequest) -> bool:
+    """Kubernetes RBAC over the Roles and bindings in `store`: ClusterRoleBindings grant their
+    ClusterRole everywhere, RoleBindings grant their Role or ClusterRole in their namespace only."""
+    if "system:masters" in user.groups:
+        return True
+
+    def role_rules(ref: Any, namespace: str) -> list[Any]:
+        if not isinstance(ref, dict):
+            return []
+        if ref.get("kind") == "ClusterRole":
+            role = store.get("clusterroles", "", str(ref.get("name")))
+        elif ref.get("kind") == "Role" and namespace:
+            role = store.get("roles", namespace, str(ref.get("name")))
+        else:
+            role = None
+        return list((role or {}).get("rules") or [])
+
+    bindings = [(b, "") for b in store.list("clusterrolebindings")]
+    if req.namespace:
+        bindings += [(b, req.namespace) for b in store.list("rolebindings", req.namespace)]
+    for binding, namespace in bindings:
+        if any(_subject_is(s, user) for s in binding.get("subjects") or []) and any(
+            _rule_allows(rule, verb, req) for rule in role_rules(binding.get("roleRef"), namespace)
+        ):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -666,6 +848,7 @@ class ApiServer(ThreadingHTTPServer):
         self.store = store
         self.schemas = schemas
         self.verbose = verbose
+        self.tokens: dict[str, UserInfo] = {}  # tokens handed out by service_account_token
         self.audit: collections.deque[dict[str, Any]] = collections.deque(maxlen=AUDIT_LIMIT)
         self.faults = Faults()
         self.started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -679,6 +862,40 @@ class ApiServer(ThreadingHTTPServer):
 
     def audit_records(self) -> list[dict[str, Any]]:
         return list(self.audit)
+
+    def load_rbac(self, manifest: str) -> int:
+        """Store the ServiceAccounts, Roles, ClusterRoles and bindings of a YAML manifest (e.g.
+        include/manifests/rbac.yaml); returns how many. Other kinds raise ValueError."""
+        documents = [d for d in yaml.safe_load_all(manifest) if d]
+        for doc in documents:
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            if kind not in RBAC_KINDS:
+                raise ValueError(f"load_rbac takes {', '.join(RBAC_KINDS)}, not {kind!r}")
+            resource, namespaced = RBAC_KINDS[kind]
+            metadata = doc.setdefault("metadata", {})
+            if namespaced and not metadata.get("namespace"):
+                raise ValueError(f"{kind} {metadata.get('name')!r} needs metadata.namespace")
+            if not namespaced:
+                metadata.pop("namespace", None)
+            self.store.put(resource, doc)
+        return len(documents)
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for the ServiceAccount (stored by `load_rbac`): requests with it are
+        judged by RBAC, as with a TokenRequest token on a real server."""
+        if self.store.get("serviceaccounts", namespace, name) is None:
+            raise KeyError(f"no ServiceAccount {namespace}/{name}: load it with load_rbac first")
+        token = f"sandbox-sa-{secrets.token_urlsafe(24)}"
+        self.tokens[token] = UserInfo(
+            f"system:serviceaccount:{namespace}:{name}",
+            ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+        )
+        return token
+
+    def user_for(self, authorization: str | None) -> UserInfo:
+        """Who sent a request with this Authorization header."""
+        scheme, _, token = (authorization or "").partition(" ")
+        return self.tokens.get(token.strip(), ADMIN) if scheme.lower() == "bearer" else ADMIN
 
     def server_close(self) -> None:
         self.faults.stopping.set()  # ends pending "timeout" faults and open watches
@@ -746,6 +963,9 @@ def kubeconfig_yaml(server_url: str, namespace: str = "default", token: str = "s
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as client-go and urllib3 expect
+    # Headers and body go out in separate writes: with Nagle's algorithm on, each answer on a
+    # kept-alive connection waited ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: ApiServer
 
     # ---- plumbing
@@ -791,6 +1011,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_error(self, error: ApiError, warnings: list[str] = ()) -> None:
+        if isinstance(error, PageNotFound):
+            self._send(
+                404,
+                None,
+                "text/plain; charset=utf-8",
+                raw=PageNotFound.BODY,
+                extra_headers={"X-Content-Type-Options": "nosniff"},
+            )
+        else:
+            self._send(error.code, error.status(), warnings=warnings)
+
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
@@ -806,7 +1038,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._non_resource(method, path, query, body)
                 return
         except ApiError as exc:
-            self._send(exc.code, exc.status())
+            self._send_error(exc)
             return
         except Exception as exc:  # never leave a client hanging without a Status
             self._send(500, ApiError(500, "InternalError", f"internal error: {exc!r}").status())
@@ -831,7 +1063,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         document = self._discovery(path)
         if document is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise PageNotFound()
         self._send(200, document)
 
     def _faults(self, method: str, body: bytes) -> None:
@@ -959,30 +1191,51 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if req.subresource:
             record["subresource"] = req.subresource
+        # RBAC's name for deleting a collection (which the handler then refuses, 405).
+        authz_verb = "deletecollection" if verb == "delete" and not req.name else verb
         self._fault: str | None = None
-        warnings: list[str] = []
+        # Warnings raised while handling (pruned unknown fields, the webhook's): like a real
+        # server, sent with whatever answer goes out, an error included.
+        self._warnings: list[str] = []
+        error: ApiError | None = None
         try:
+            # As on a real server, authorization comes first: before routing (a forbidden
+            # request for an unknown resource is 403, not 404) and before any check of the body.
+            user = self.server.user_for(self.headers.get("Authorization"))
+            if not rbac_allows(self.server.store, user, authz_verb, self._authz_request(req)):
+                raise forbidden(user.name, authz_verb, req)
             if verb == "watch":
                 record["code"] = 200
                 self.server.audit.append(record)
                 self._watch(req, query)
                 return
-            code, result, warnings = self._handle(method, verb, req, query, body)
+            code, result = self._handle(method, verb, req, query, body)
         except ApiError as exc:
-            code, result = exc.code, exc.status()
+            error, code = exc, exc.code
         except Exception as exc:
-            code, result = 500, ApiError(500, "InternalError", f"internal error: {exc!r}").status()
+            error = ApiError(500, "InternalError", f"internal error: {exc!r}")
+            code = 500
         record["code"] = code
         if self._fault:
             record["fault"] = self._fault  # which answers were injected, not the server's own
         if verb == "create" and not record["name"]:
             record["name"] = _body_name(body)
         self.server.audit.append(record)
-        self._send(code, result, warnings=warnings)
+        if error is not None:
+            self._send_error(error, self._warnings)
+        else:
+            self._send(code, result, warnings=self._warnings)
+
+    @staticmethod
+    def _authz_request(req: ResourceRequest) -> ResourceRequest:
+        # A namespace is its own namespace to RBAC (a RoleBinding in it may grant `get` on it).
+        if req.plural == "namespaces" and not req.group and req.name and not req.namespace:
+            return ResourceRequest(req.group, req.version, req.plural, req.name, req.name, req.subresource)
+        return req
 
     def _handle(
         self, method: str, verb: str, req: ResourceRequest, query: dict[str, str], body: bytes
-    ) -> tuple[int, Any, list[str]]:
+    ) -> tuple[int, Any]:
         if req.is_crd:
             crd = self._crd_for(req)
             if req.subresource:
@@ -1001,11 +1254,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self._core(verb, req, query)
 
     def _crd_for(self, req: ResourceRequest) -> CrdInfo:
+        # No API serves these paths on a real server either: Go's plain 404, not a Status.
         crd = self.server.schemas.crd_info(req.plural)
         if crd is None or crd.group != req.group or req.version not in crd.versions:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise PageNotFound()
         if req.name and req.namespace is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise PageNotFound()
         return crd
 
     def _maybe_fault(self, req: ResourceRequest) -> None:
@@ -1030,7 +1284,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise conflict(req.group, req.plural, req.name or "")
         if kind == "forbidden":
             # Not transient: what a client sees when RBAC or an admission policy refuses it.
-            raise ApiError(403, "Forbidden", f"{req.plural} \"{req.name or ''}\" is forbidden: injected fault (sandbox)")
+            raise ApiError(
+                403, "Forbidden", f'{req.plural} "{req.name or ""}" is forbidden: injected fault (sandbox)'
+            )
 
     def _serve(self, crd: CrdInfo, obj: dict[str, Any], version: str) -> dict[str, Any]:
         obj["apiVersion"] = f"{crd.group}/{version}"
@@ -1043,7 +1299,7 @@ class _Handler(BaseHTTPRequestHandler):
         if obj is None:
             raise not_found(req.group, req.plural, req.name or "")
         obj = self._serve(crd, obj, req.version)
-        return 200, self._maybe_table(req, [obj], single=True) or obj, []
+        return 200, self._maybe_table(req, [obj], single=True) or obj
 
     def _selected(self, req: ResourceRequest, query: dict[str, str]) -> list[dict[str, Any]]:
         requirements = parse_label_selector(query.get("labelSelector", ""))
@@ -1062,7 +1318,7 @@ class _Handler(BaseHTTPRequestHandler):
             revision = self.server.store.revision
         table = self._maybe_table(req, items, revision=revision)
         if table:
-            return 200, table, []
+            return 200, table
         return (
             200,
             {
@@ -1071,7 +1327,6 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": {"resourceVersion": str(revision)},
                 "items": items,
             },
-            [],
         )
 
     # ---- writes
@@ -1084,54 +1339,93 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, yaml.YAMLError) as exc:
             raise bad_request(f"the body of the request could not be decoded: {exc}") from exc
 
-    def _admit(
-        self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], obj: Any, old: dict[str, Any] | None
-    ) -> tuple[dict[str, Any], list[str]]:
-        """Check and normalize an object about to be stored: (object, warnings). Raises 400/422."""
+    def _decode_object(
+        self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], obj: Any, url_name: str | None = None
+    ) -> _Decoded:
+        """What kube-apiserver's decoder does with a body, before any lookup or validation: 400
+        for a body it cannot read as this resource (no kind, another apiVersion, labels that are
+        not strings, unknown fields under fieldValidation=Strict, another name or namespace than
+        the URL's); unknown fields otherwise pruned, with a Warning under Warn (the default)."""
         if not isinstance(obj, dict):
             raise bad_request("the body must be a JSON object")
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if not kind:
-            raise bad_request("Object 'Kind' is missing in the request body")
-        group, _, version = (api_version or "").rpartition("/")
-        if kind != crd.kind or group != crd.group or version not in crd.versions:
             raise bad_request(
-                f"the API version in the data ({api_version}) and kind ({kind}) do not match "
-                f"the expected {crd.group}/{req.version} {crd.kind}"
+                f"the object provided is unrecognized (must be of type {crd.kind}): "
+                f"Object 'Kind' is missing in '{json.dumps(obj)[:200]}'"
             )
+        expected = f"{crd.group}/{req.version}"
+        if api_version != expected:
+            raise bad_request(
+                f"the API version in the data ({api_version or ''}) does not match the expected "
+                f"API version ({expected})"
+            )
+        mode = query.get("fieldValidation") or "Warn"
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f'fieldValidation must be Strict, Warn or Ignore, not "{mode}"')
         metadata = obj.get("metadata")
         if not isinstance(metadata, dict):
             raise invalid(crd.kind, crd.group, "", [FieldError("metadata", REQUIRED, "Required value")])
+        for key in ("labels", "annotations"):
+            metadata[key] = _decoded_string_map(crd.kind, req.version, key, metadata.get(key))
+            if metadata[key] is None:
+                del metadata[key]
+        normalized, schema_errors = self.server.schemas.check(
+            crd.plural, req.version, obj, prune_unknown=True
+        )
+        unknown = sorted(e.field for e in schema_errors if e.type == UNKNOWN)
+        if unknown and mode == "Strict":
+            raise cannot_decode(
+                crd.kind,
+                req.version,
+                "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown),
+            )
+        if mode == "Warn":
+            self._warnings += [f'unknown field "{f}"' for f in unknown]
+        metadata = normalized["metadata"]
+        if url_name is not None and metadata.get("name") != url_name:
+            raise bad_request(
+                f"the name of the object ({metadata.get('name') or ''}) does not match the name on the URL ({url_name})"
+            )
         if metadata.get("namespace") not in (None, "", req.namespace):
             raise bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
         metadata["namespace"] = req.namespace
-        name = metadata.get("name")
-        errors = self._metadata_errors(metadata)
-        mode = query.get("fieldValidation", "Strict")
-        if mode not in ("Strict", "Warn", "Ignore"):
-            raise bad_request(f'fieldValidation must be Strict, Warn or Ignore, not "{mode}"')
-        normalized, schema_errors = self.server.schemas.check(
-            crd.plural, req.version, obj, prune_unknown=mode != "Strict"
+        return _Decoded(normalized, [e for e in schema_errors if e.type != UNKNOWN])
+
+    def _validate_object(
+        self, crd: CrdInfo, req: ResourceRequest, decoded: _Decoded, old: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The CRD strategy's validation (422), then Istio's validating webhook, as a real server
+        runs them after its preconditions: the object to store."""
+        obj = decoded.obj
+        name = obj["metadata"].get("name") or ""
+        if obj.get("kind") != crd.kind:
+            # TypeMeta is checked on its own; the error names the body's kind.
+            error = FieldError(
+                "kind", INVALID, f"Invalid value: {json.dumps(obj.get('kind'))}: must be {crd.kind}"
+            )
+            raise invalid(str(obj.get("kind")), crd.group, name, [error])
+        errors = gate_rule_errors(
+            self._metadata_errors(obj["metadata"]) + decoded.schema_errors,
+            self.server.schemas.has_rules(crd.plural, req.version),
         )
-        warnings = [
-            f'unknown field "{e.field}"' for e in schema_errors if e.type == UNKNOWN and mode == "Warn"
-        ]
-        errors += [e for e in schema_errors if e.type != UNKNOWN or mode == "Strict"]
-        semantic_errors, semantic_warnings = istio_admission(
-            crd.plural, normalized, req.namespace or "", self.server.store
-        )
-        errors += semantic_errors
-        warnings += semantic_warnings
         if errors:
-            raise invalid(crd.kind, crd.group, name or "", errors)
+            raise invalid(crd.kind, crd.group, name, errors)
+        # Admission webhooks see only objects that passed validation.
+        semantic_errors, semantic_warnings = istio_admission(
+            crd.plural, obj, req.namespace or "", self.server.store
+        )
+        self._warnings += semantic_warnings
+        if semantic_errors:
+            raise invalid(crd.kind, crd.group, name, semantic_errors)
         # The status subresource owns status: writes to the main resource keep the stored one.
-        normalized.pop("status", None)
+        obj.pop("status", None)
         if old is not None and "status" in old:
-            normalized["status"] = old["status"]
-        normalized["apiVersion"] = f"{crd.group}/{crd.storage_version}"
-        return normalized, warnings
+            obj["status"] = old["status"]
+        obj["apiVersion"] = f"{crd.group}/{crd.storage_version}"
+        return obj
 
     @staticmethod
     def _metadata_errors(metadata: dict[str, Any]) -> list[FieldError]:
@@ -1150,18 +1444,6 @@ class _Handler(BaseHTTPRequestHandler):
                     "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
                 )
             )
-        for key in ("labels", "annotations"):
-            value = metadata.get(key)
-            if value is not None and not (
-                isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-            ):
-                errors.append(
-                    FieldError(
-                        f"metadata.{key}",
-                        INVALID,
-                        f"Invalid value: {json.dumps(value)[:80]}: must be a map of strings",
-                    )
-                )
         return errors
 
     def _store_write(
@@ -1194,17 +1476,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _crd_create(self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], body: bytes):
         if req.name:
             raise ApiError(405, "MethodNotAllowed", "POST is not allowed on a named resource")
-        obj = self._decode(body)
-        if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
-            metadata = obj["metadata"]
-            if metadata.get("resourceVersion"):
-                raise bad_request("resourceVersion should not be set on objects to be created")
-            if not metadata.get("name") and metadata.get("generateName"):
-                metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
-            for key in ("uid", "creationTimestamp", "generation", "managedFields"):
-                metadata.pop(key, None)
+        decoded = self._decode_object(crd, req, query, self._decode(body))
+        metadata = decoded.obj["metadata"]
+        if metadata.get("resourceVersion"):
+            raise bad_request("resourceVersion should not be set on objects to be created")
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+        for key in ("uid", "creationTimestamp", "generation", "managedFields"):
+            metadata.pop(key, None)
         with self.server.store.lock:
-            new, warnings = self._admit(crd, req, query, obj, None)
+            new = self._validate_object(crd, req, decoded, None)
             name = new["metadata"]["name"]
             if self.server.store.get(req.plural, req.namespace or "", name) is not None:
                 raise ApiError(
@@ -1213,34 +1494,32 @@ class _Handler(BaseHTTPRequestHandler):
                     f'{_qualified(crd.group, crd.plural)} "{name}" already exists',
                     {"name": name, "group": crd.group, "kind": crd.plural},
                 )
-            new.pop("status", None)  # status is set through the status subresource only
             stored = self._store_write(crd, req, query, new, None)
-        return 201, self._serve(crd, stored, req.version), warnings
+        return 201, self._serve(crd, stored, req.version)
 
     def _crd_update(self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], body: bytes):
         if not req.name:
             raise ApiError(405, "MethodNotAllowed", "PUT needs a resource name")
-        obj = self._decode(body)
-        if (
-            isinstance(obj, dict)
-            and isinstance(obj.get("metadata"), dict)
-            and obj["metadata"].get("name") != req.name
-        ):
-            raise bad_request(
-                f"the name of the object ({obj['metadata'].get('name')}) does not match "
-                f"the name on the URL ({req.name})"
-            )
+        decoded = self._decode_object(crd, req, query, self._decode(body), url_name=req.name)
+        metadata = decoded.obj["metadata"]
         with self.server.store.lock:
+            # In the order of kube-apiserver's registry: existence, the uid precondition, then the
+            # resourceVersion (required for custom resources: no unconditional update), validation.
             old = self.server.store.get(req.plural, req.namespace or "", req.name)
             if old is None:
                 raise not_found(crd.group, crd.plural, req.name)
-            wanted = (obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
-            if wanted and wanted != old["metadata"]["resourceVersion"]:
+            uid, stored_uid = metadata.get("uid"), old["metadata"].get("uid")
+            if uid and uid != stored_uid:
+                raise uid_conflict(crd.group, crd.plural, req.namespace or "", req.name, uid, stored_uid)
+            wanted = metadata.get("resourceVersion")
+            if not wanted:
+                raise invalid(crd.plural, crd.group, req.name, [RESOURCE_VERSION_REQUIRED])
+            if wanted != old["metadata"]["resourceVersion"]:
                 raise conflict(crd.group, crd.plural, req.name)
-            new, warnings = self._admit(crd, req, query, obj, old)
+            new = self._validate_object(crd, req, decoded, old)
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             stored = self._store_write(crd, req, query, new, old)
-        return 200, self._serve(crd, stored, req.version), warnings
+        return 200, self._serve(crd, stored, req.version)
 
     def _crd_patch(self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], body: bytes):
         if not req.name:
@@ -1273,10 +1552,11 @@ class _Handler(BaseHTTPRequestHandler):
                 raise bad_request("a patch may not change metadata.name")
             if metadata.get("resourceVersion") not in (None, old["metadata"]["resourceVersion"]):
                 raise conflict(crd.group, crd.plural, req.name)
-            new, warnings = self._admit(crd, req, query, patched, old)
+            decoded = self._decode_object(crd, req, query, patched)
+            new = self._validate_object(crd, req, decoded, old)
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             stored = self._store_write(crd, req, query, new, old)
-        return 200, self._serve(crd, stored, req.version), warnings
+        return 200, self._serve(crd, stored, req.version)
 
     def _crd_delete(self, crd: CrdInfo, req: ResourceRequest, query: dict[str, str], body: bytes):
         if not req.name:
@@ -1307,11 +1587,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "uid": old["metadata"].get("uid"),
                 },
             },
-            [],
         )
 
     # ---- core v1 (read-only)
-    def _core(self, verb: str, req: ResourceRequest, query: dict[str, str]) -> tuple[int, Any, list[str]]:
+    def _core(self, verb: str, req: ResourceRequest, query: dict[str, str]) -> tuple[int, Any]:
         resource = CORE_RESOURCES.get(req.plural)
         if resource is None or req.subresource:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -1327,7 +1606,7 @@ class _Handler(BaseHTTPRequestHandler):
                 found = [n for n in items if n["metadata"]["name"] == req.name]
                 if not found:
                     raise not_found("", "namespaces", req.name or "")
-                return 200, self._maybe_table(req, found, single=True) or found[0], []
+                return 200, self._maybe_table(req, found, single=True) or found[0]
             requirements = parse_label_selector(query.get("labelSelector", ""))
             items = [
                 n
@@ -1341,7 +1620,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise not_found("", req.plural, req.name or "")
             obj.setdefault("apiVersion", "v1")
             obj.setdefault("kind", resource.kind)
-            return 200, self._maybe_table(req, [obj], single=True) or obj, []
+            return 200, self._maybe_table(req, [obj], single=True) or obj
         else:
             items = self._selected(req, query)
             for item in items:
@@ -1350,7 +1629,7 @@ class _Handler(BaseHTTPRequestHandler):
         revision = self.server.store.revision
         table = self._maybe_table(req, items, revision=revision)
         if table:
-            return 200, table, []
+            return 200, table
         return (
             200,
             {
@@ -1359,7 +1638,6 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": {"resourceVersion": str(revision)},
                 "items": items,
             },
-            [],
         )
 
     def _namespaces(self) -> list[dict[str, Any]]:
@@ -1436,7 +1714,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 crd: CrdInfo | None = self._crd_for(req)
             except ApiError as exc:
-                self._send(exc.code, exc.status())
+                self._send_error(exc)
                 return
         else:
             crd = None
@@ -1451,7 +1729,7 @@ class _Handler(BaseHTTPRequestHandler):
             requirements = parse_label_selector(query.get("labelSelector", ""))
         except (ValueError, ApiError) as exc:
             error = exc if isinstance(exc, ApiError) else bad_request(str(exc))
-            self._send(error.code, error.status())
+            self._send_error(error)
             return
         table = self._wants_table()
         self.send_response(200)

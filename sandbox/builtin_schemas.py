@@ -195,12 +195,19 @@ _TLS_SETTINGS = _obj(
     }
 )
 
+# Its durations carry Istio's CEL rule, as in the real CRD: a DestinationRule schema with rules is
+# one where blocking schema errors make kube-apiserver skip the rules (and say so, a `<nil>` cause).
+_OUTLIER_DETECTION = _obj(
+    {"interval": _duration(), "baseEjectionTime": _duration()},
+    **{"x-kubernetes-preserve-unknown-fields": True},
+)
+
 _TRAFFIC_POLICY = _obj(
     {
         "tls": _TLS_SETTINGS,
         "loadBalancer": _opaque(),
         "connectionPool": _opaque(),
-        "outlierDetection": _opaque(),
+        "outlierDetection": _OUTLIER_DETECTION,
         "portLevelSettings": _array(_opaque()),
         "tunnel": _opaque(),
         "proxyProtocol": _opaque(),

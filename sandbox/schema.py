@@ -4,8 +4,9 @@ The schemas come from Istio's real CRD files when a directory holding them is gi
 files a cluster installs), else from a compact built-in schema (`builtin_schemas`) that covers
 the fields this project writes. Validation follows the Kubernetes rules for structural
 schemas (type, required, properties, additionalProperties, enum, bounds, oneOf/anyOf/allOf/not,
-x-kubernetes-* extensions), with one deliberate difference: unknown fields are rejected, where
-a real server would silently prune them, so that a mis-indented manifest fails loudly.
+x-kubernetes-* extensions). Unknown fields are reported as FieldValueUnknown errors; the API
+server decides, as a real one does by `fieldValidation`, whether they are pruned (with a
+warning) or refuse the request.
 
 Only a few `x-kubernetes-validations` CEL rules are evaluated (the ones Istio's CRDs use for
 durations and label selectors, see `_CEL_RULES`); any other rule is skipped and remembered in
@@ -38,6 +39,15 @@ TOO_LONG = "FieldValueTooLong"
 TOO_MANY = "FieldValueTooMany"
 DUPLICATE = "FieldValueDuplicate"
 
+# Error types after which kube-apiserver does not evaluate a CRD's x-kubernetes-validations
+# rules (apiextensions-apiserver `hasBlockingErr`); it says so with one extra cause instead.
+BLOCKING = frozenset({NOT_SUPPORTED, REQUIRED, TOO_LONG, TOO_MANY, TYPE_INVALID})
+RULES_NOT_CHECKED_FIELD = "<nil>"  # field.Invalid(nil, ...): no path, printed as Go's nil
+RULES_NOT_CHECKED_MESSAGE = (
+    "Invalid value: null: some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
+
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -49,9 +59,22 @@ class FieldError:
     field: str
     type: str
     message: str
+    rule: bool = False  # from an x-kubernetes-validations (CEL) rule, not the OpenAPI schema
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+
+def gate_rule_errors(errors: list[FieldError], has_rules: bool) -> list[FieldError]:
+    """The errors as kube-apiserver reports them for a CRD: schema errors first, then the CEL
+    rules' errors, unless a blocking schema error (wrong type, missing, unsupported...) stopped
+    the rules from running: then one `<nil>` cause says so instead. `has_rules`: the version's
+    schema has any rule (else the server has no rule validator and adds nothing)."""
+    schema_errors = [e for e in errors if not e.rule]
+    rule_errors = [e for e in errors if e.rule]
+    if has_rules and any(e.type in BLOCKING for e in schema_errors):
+        return [*schema_errors, FieldError(RULES_NOT_CHECKED_FIELD, INVALID, RULES_NOT_CHECKED_MESSAGE)]
+    return schema_errors + rule_errors
 
 
 @dataclass(frozen=True)
@@ -190,7 +213,7 @@ class _Validator:
                 self.error(
                     path,
                     TYPE_INVALID,
-                    f"Invalid value: {_render(value)}: {path} in body must be "
+                    f'Invalid value: "{_json_type(value)}": {path} in body must be '
                     f'of type int-or-string: "{_json_type(value)}"',
                 )
                 return value
@@ -200,7 +223,8 @@ class _Validator:
                 self.error(
                     path,
                     TYPE_INVALID,
-                    f"Invalid value: {_render(value)}: {path} in body must be "
+                    # kube-openapi's InvalidType: the bad "value" is the JSON type found.
+                    f'Invalid value: "{_json_type(value)}": {path} in body must be '
                     f'of type {expected}: "{_json_type(value)}"',
                 )
                 return value
@@ -261,7 +285,9 @@ class _Validator:
                 ok = False
             if not ok:
                 message = rule.get("message") or f"failed rule: {rule['rule']}"
-                self.error(path, INVALID, f"Invalid value: {_render(value)}: {message}")
+                self.errors.append(
+                    FieldError(path, INVALID, f"Invalid value: {_render(value)}: {message}", rule=True)
+                )
 
     def _number_checks(self, schema: dict[str, Any], value: float, path: str) -> None:
         if "minimum" in schema and value < schema["minimum"]:
@@ -348,6 +374,7 @@ class CrdSchemas:
         self._crds = {crd.plural: crd for crd in crds}
         self._schemas = {key: _root_schema(value) for key, value in schemas.items()}
         self._raw = schemas
+        self._has_rules = {key: _has_rules(value) for key, value in schemas.items()}
         self.source = source  # "builtin" or the CRD directory
         self.skipped_rules: set[str] = set()
 
@@ -384,6 +411,10 @@ class CrdSchemas:
     def validate(self, resource_plural: str, version: str, obj: dict[str, Any]) -> list[FieldError]:
         return self.check(resource_plural, version, obj)[1]
 
+    def has_rules(self, plural: str, version: str) -> bool:
+        """Whether the version's schema carries any x-kubernetes-validations rule."""
+        return self._has_rules.get((plural, version), False)
+
     # ---- OpenAPI v3, as a real API server publishes it for CRDs
     def openapi_v3_document(self, group_version: str) -> dict[str, Any]:
         group, _, version = group_version.rpartition("/")
@@ -411,6 +442,14 @@ class CrdSchemas:
             "paths": paths,
             "components": {"schemas": schemas},
         }
+
+
+def _has_rules(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return bool(schema.get("x-kubernetes-validations")) or any(_has_rules(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_has_rules(v) for v in schema)
+    return False
 
 
 def _openapi_name(group: str, version: str) -> str:

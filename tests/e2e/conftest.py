@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.istio_analyzer import StepAnalyzer, is_real_apiserver
+from tests.istio_analyzer import StepAnalyzer
 from tools.live_airflow import AIRFLOW, RELEASE_DAG_ID, LiveAirflow, airflow_env, start_live_airflow
 
 DAG_ID = RELEASE_DAG_ID
@@ -90,7 +90,7 @@ class AnalyzedRelease:
             self.target.kubeconfig, conf.get("namespace", "bookinfo"), name,
             destination_rule=conf.get("destination_rule") or conf["service"],
             # A real kube-apiserver is analyzed live (every analyzer); the sandbox's stand-in offline.
-            live=is_real_apiserver(self.target.kubeconfig),
+            live=self.target.real,
         )
         with self.analyzer:
             result = self.run_release(conf, **kwargs)
@@ -104,9 +104,7 @@ class AnalyzedRelease:
 
 
 @pytest.fixture
-def analyzed_release(run_release: Any, request: pytest.FixtureRequest) -> AnalyzedRelease:
+def analyzed_release(run_release: Any, cluster: Any) -> AnalyzedRelease:
     """Like `run_release` (same arguments, returns its RunResult), with `istioctl analyze` after
     every step; see AnalyzedRelease. Watches the cluster run_release runs against."""
-    # `cluster` where run_release runs on it (the BOTH_APIS tests), else the session sandbox.
-    target = request.getfixturevalue("cluster" if "cluster" in request.fixturenames else "sandbox")
-    return AnalyzedRelease(run_release, target)
+    return AnalyzedRelease(run_release, cluster)

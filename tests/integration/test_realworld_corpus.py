@@ -1,25 +1,42 @@
-"""The real-world corpus (tests/fixtures/realworld/*.yaml) run against the sandbox's Kubernetes API.
+"""The real-world corpus (tests/fixtures/realworld/*.yaml) run against both Kubernetes API servers.
 
 Every case is a configuration a user can have. A release must either handle it (every object
 and every route it does not own stays byte-identical) or refuse it before its first write with
-an error naming the object, the field and the fix. Three tests per corpus, ids = file stem:
+an error naming the object, the field and the fix. Three tests per corpus, each run once per
+API server, ids = `<server>-<file stem>` (`sandbox-mesh-domain`, `kube-apiserver-mesh-domain`):
 
-- `test_refused[case]`: `ReleaseRequest.from_params`, then preflight (and, if those let it through,
-  the destination rule and step 10, to say how far it got) must raise with zero writes to the
-  case's namespace in the API server's audit log, the error naming object, field and fix.
-- `test_promotion[case]`: preflight, destination rule, every step, promote; checked after each.
-- `test_rollback[case]`: preflight, destination rule, the first step, rollback; then the
+- `test_refused[server-case]`: `ReleaseRequest.from_params`, then preflight (and, if those let it
+  through, the destination rule and step 10, to say how far it got) must raise with zero writes
+  to the case's namespace, the error naming object, field and fix.
+- `test_promotion[server-case]`: preflight, destination rule, every step, promote; checked after each.
+- `test_rollback[server-case]`: preflight, destination rule, the first step, rollback; then the
   VirtualService and DestinationRule specs equal the originals exactly.
 
-How the objects get there. The sandbox's API server serves Pods and Services read-only (a create
-answers 405 "seed them through the Store") and has no status subresource, and the session
-sandbox runs it in another process, whose Store a test cannot reach. So this module runs that
-same API server (`sandbox.apiserver.make_api_server`, validating against Istio's CRD schemas
-as `make test` configures it) in-process over its own Store: each case's Services and Pods,
-status included, go into the Store as the sandbox's own world seeding does, and its
-VirtualServices and DestinationRules are created through the official Kubernetes client. The
-operators reach it through `AIRFLOW_CONN_KUBERNETES_DEFAULT`, as in test_istio_operators.py.
-Every case has its own namespace, and everything is deleted when the case ends.
+The two servers (one module-scoped instance of each; the bodies of the tests are shared):
+
+- `sandbox`: the sandbox's API server (`sandbox.apiserver.make_api_server`, validating against
+  Istio's CRD schemas as `make test` configures it) in-process over its own Store. It serves
+  Pods and Services read-only and has no status subresource, and the session sandbox runs it
+  in another process whose Store a test cannot reach; so each case's Services and Pods, status
+  included, go into this Store as the sandbox's own world seeding does. The operators use an
+  admin kubeconfig. Writes are read from the server's audit log (answered or refused).
+- `kube-apiserver`: a real etcd + kube-apiserver with RBAC and Istio's CRDs
+  (`sandbox.kubeenv.ControlPlane`). Every case namespace gets include/manifests/rbac.yaml
+  (namespace replaced; the ClusterRoleBinding names every namespace's ServiceAccount), and the
+  operators run on that namespace's `istio-canary` ServiceAccount token: the real authorizer
+  judges every request. Services and Pods are created through the API, a Pod's status written
+  through the status subresource as a kubelet would. Writes are seen as resourceVersion changes
+  (and objects appearing or vanishing) among the case namespace's VirtualServices,
+  DestinationRules, Services and Pods: every write that changed something, not a request the
+  server refused (which changed nothing; the audit log of the sandbox lists those too).
+  No namespace controller runs (a deleted Namespace stays Terminating), so a case's objects are
+  deleted and its namespace, created once with its RBAC, is reused.
+
+On both, VirtualServices and DestinationRules are created through the official Kubernetes
+client (the API server validates them), every case has its own namespace, and the case's
+objects (and anything a release created) are deleted when it ends. A case that cannot behave
+the same on the real server goes in KUBE_APISERVER_DIFFERENCES with its reason: it is a strict
+xfail there, so the list cannot go stale.
 """
 
 from __future__ import annotations
@@ -29,7 +46,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +56,7 @@ from typing import Any
 import pytest
 import re2
 import requests
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -50,6 +69,8 @@ from istio_canary.operators.routing import (
     IstioTrafficShiftOperator,
 )
 from sandbox.apiserver import ApiServer, kubeconfig_yaml, make_api_server
+from sandbox.kubeenv import ControlPlane, KubeEnvError
+from sandbox.realcluster import PIPELINE_SERVICE_ACCOUNT, RBAC_MANIFEST, RBAC_NAMESPACE
 from sandbox.store import Store
 from tests.conftest import sandbox_env
 from tools.realworld_table import Case, load_cases
@@ -64,61 +85,273 @@ WRITE_VERBS = ("create", "update", "patch", "delete")
 OWN_ANNOTATION_PREFIX = "istio-canary.io/"
 PROXY_IMAGE = "docker.io/istio/proxyv2:1.27.0"
 DEFAULT_STEPS = (10, 50, 100)
+SANDBOX, KUBE_APISERVER = "sandbox", "kube-apiserver"
+BACKENDS = (SANDBOX, KUBE_APISERVER)
+AUTHORIZED_SECONDS = 30.0  # new RoleBindings reach kube-apiserver's authorizer through an informer
 
 CASES = load_cases()
-REFUSED = [pytest.param(c, id=c.name) for c in CASES if c.refused]
-RELEASED = [pytest.param(c, id=c.name) for c in CASES if c.result == "released"]
+# case name -> why it cannot behave on a real kube-apiserver as on the sandbox's. Each is a
+# strict xfail on kube-apiserver (an XPASS fails the run: then the entry must go). Ideally empty.
+KUBE_APISERVER_DIFFERENCES: dict[str, str] = {}
 
 
-# --------------------------------------------------------------------------- the API server
+def on_both(cases: list[Case]) -> list[Any]:
+    """(server, case) pairs, server first in the id; a listed difference is a strict xfail."""
+    return [
+        pytest.param(backend, case, id=f"{backend}-{case.name}", marks=[
+            pytest.mark.xfail(strict=True, reason=KUBE_APISERVER_DIFFERENCES[case.name])
+        ] if backend == KUBE_APISERVER and case.name in KUBE_APISERVER_DIFFERENCES else [])
+        for backend in BACKENDS for case in cases
+    ]
 
 
-@dataclass
-class CorpusApi:
-    """The sandbox's API server, in-process, with the clients and the Airflow connection for it."""
+REFUSED = on_both([c for c in CASES if c.refused])
+RELEASED = on_both([c for c in CASES if c.result == "released"])
 
-    server: ApiServer
-    store: Store
-    api_url: str
-    kubeconfig: Path
+
+# --------------------------------------------------------------------------- the API servers
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to a case's namespace: from the audit log (with its HTTP code) or, on
+    kube-apiserver, inferred from a resourceVersion that changed (code None)."""
+
+    verb: str
+    resource: str
+    name: str | None
+    code: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource}/{self.name}" + (f" ({self.code})" if self.code is not None else "")
+
+
+class CorpusApi(ABC):
+    """One API server under test: the harness's admin clients, and what the operators connect with."""
+
+    name: str
     custom: client.CustomObjectsApi
     core: client.CoreV1Api
-    connection: str
+
+    @abstractmethod
+    def connection(self, namespace: str) -> str:
+        """The AIRFLOW_CONN_KUBERNETES_DEFAULT value for a release in `namespace`."""
+
+    @abstractmethod
+    def create_namespace(self, namespace: str) -> None: ...
+
+    @abstractmethod
+    def create_workload(self, obj: dict[str, Any]) -> None:
+        """A Service, or a Pod (expanded by expand_pod: Running, Ready, with the sidecar)."""
+
+    @abstractmethod
+    def delete_workloads(self, namespace: str) -> None:
+        """The namespace's Services and Pods, and the namespace where the server lets it go."""
+
+    @abstractmethod
+    def track_writes(self, namespace: str) -> Callable[[], list[Write]]:
+        """From now: a function returning the writes to `namespace` since this call."""
+
+
+class SandboxApi(CorpusApi):
+    """The sandbox's API server, in-process over its own Store."""
+
+    name = SANDBOX
+
+    def __init__(self, server: ApiServer, store: Store, kubeconfig: Path) -> None:
+        self.server, self.store, self.api_url = server, store, server.url
+        api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.custom, self.core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
+        self._connection = json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
+
+    def connection(self, namespace: str) -> str:
+        return self._connection
+
+    def create_namespace(self, namespace: str) -> None:
+        self.store.put("namespaces", {
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"kubernetes.io/metadata.name": namespace,
+                                                       "istio-injection": "enabled"}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+        })
+
+    def create_workload(self, obj: dict[str, Any]) -> None:
+        # The API serves them read-only: seeded into the Store, status included.
+        self.store.put(CORE_PLURALS[obj["kind"]], copy.deepcopy(obj))
+
+    def delete_workloads(self, namespace: str) -> None:
+        for plural in CORE_PLURALS.values():
+            for item in self.store.list(plural, namespace):
+                self.store.delete(plural, namespace, item["metadata"]["name"])
+        self.store.delete("namespaces", "", namespace)
 
     def audit(self) -> list[dict[str, Any]]:
         response = requests.get(f"{self.api_url}/sandbox/audit", timeout=10)
         response.raise_for_status()
         return response.json()
 
-    def writes_since(self, namespace: str, since: float) -> list[dict[str, Any]]:
+    def writes_since(self, namespace: str, since: float) -> list[Write]:
         """create/update/patch/delete requests to `namespace` since `since`, answered or refused."""
         return [
-            r for r in self.audit()
+            Write(r["verb"], r["resource"], r.get("name"), r.get("code")) for r in self.audit()
             if r.get("verb") in WRITE_VERBS and r.get("namespace") == namespace and r.get("time", 0) >= since
         ]
 
+    def track_writes(self, namespace: str) -> Callable[[], list[Write]]:
+        started = time.time()
+        return lambda: self.writes_since(namespace, started)
+
+
+class KubeApiserverApi(CorpusApi):
+    """A real etcd + kube-apiserver: the admin's clients for the harness, the pipeline's
+    ServiceAccount (rbac.yaml) per case namespace for the operators."""
+
+    name = KUBE_APISERVER
+
+    def __init__(self, plane: ControlPlane, state_dir: Path) -> None:
+        self.plane, self.state_dir = plane, state_dir
+        admin = state_dir / "admin.kubeconfig"
+        admin.write_text(plane.admin_kubeconfig())
+        api_client = config.new_client_from_config(config_file=str(admin))
+        self.custom, self.core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
+        self.connections: dict[str, str] = {}
+
+    def setup_namespaces(self, namespaces: list[str]) -> None:
+        """Every case namespace with rbac.yaml and the pipeline's token, up front: a new
+        RoleBinding takes a moment to reach the authorizer, paid once here, not per case."""
+        for namespace in namespaces:
+            self.plane.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": namespace, "labels": {"istio-injection": "enabled"}}})
+        for obj in rbac_objects(namespaces):
+            self.plane.client.create(obj)
+        for namespace in namespaces:
+            kubeconfig = self.state_dir / f"pipeline-{namespace}.kubeconfig"
+            kubeconfig.write_text(self.plane.service_account_kubeconfig(namespace, PIPELINE_SERVICE_ACCOUNT))
+            wait_until_authorized(kubeconfig, namespace)
+            self.connections[namespace] = json.dumps(
+                {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
+
+    def connection(self, namespace: str) -> str:
+        return self.connections[namespace]
+
+    def create_namespace(self, namespace: str) -> None:
+        assert namespace in self.connections, f"harness: namespace {namespace} was not set up"
+
+    def create_workload(self, obj: dict[str, Any]) -> None:
+        body = copy.deepcopy(obj)
+        status = body.pop("status", None) if body["kind"] == "Pod" else None
+        try:
+            stored = self.plane.client.create(body)
+            if status is not None:  # the kubelet's part: a create drops status
+                self.plane.client.replace({**stored, "status": status}, "/status")
+        except KubeEnvError as exc:
+            pytest.fail(f"harness: creating {obj['kind']} {obj['metadata'].get('namespace')}/"
+                        f"{obj['metadata']['name']} failed: {exc}")
+
+    def delete_workloads(self, namespace: str) -> None:
+        # Pods are bound to no node, so they go at once; the namespace stays for the next test.
+        for kind in CORE_PLURALS:
+            for item in self.plane.client.list(kind, namespace).get("items", []):
+                self.plane.client.delete(kind, namespace, item["metadata"]["name"])
+
+    def resource_versions(self, namespace: str) -> dict[tuple[str, str], str]:
+        kinds = {**ISTIO_PLURALS, **CORE_PLURALS}
+        return {
+            (plural, item["metadata"]["name"]): item["metadata"]["resourceVersion"]
+            for kind, plural in kinds.items()
+            for item in self.plane.client.list(kind, namespace).get("items", [])
+        }
+
+    def track_writes(self, namespace: str) -> Callable[[], list[Write]]:
+        before = self.resource_versions(namespace)
+
+        def since() -> list[Write]:
+            after = self.resource_versions(namespace)
+            writes = [Write("delete", p, n) for p, n in before.keys() - after.keys()]
+            for key, version in after.items():
+                if key not in before:
+                    writes.append(Write("create", *key))
+                elif before[key] != version:
+                    writes.append(Write("update", *key))
+            return sorted(writes, key=str)
+
+        return since
+
+
+def rbac_objects(namespaces: list[str]) -> list[dict[str, Any]]:
+    """include/manifests/rbac.yaml for each namespace (its namespace replaced). The cluster-wide
+    objects once, the ClusterRoleBinding naming every namespace's ServiceAccount: applied per
+    namespace, each would replace the one before, and the cases reuse their namespaces."""
+    namespaced: list[dict[str, Any]] = []
+    cluster: dict[str, dict[str, Any]] = {}
+    for namespace in namespaces:
+        text = RBAC_MANIFEST.read_text().replace(f"namespace: {RBAC_NAMESPACE}", f"namespace: {namespace}")
+        for doc in yaml.safe_load_all(text):
+            if not doc:
+                continue
+            if doc["kind"] == "ClusterRoleBinding" and doc["kind"] in cluster:
+                cluster[doc["kind"]]["subjects"] += doc["subjects"]
+            elif doc["kind"].startswith("Cluster"):
+                cluster.setdefault(doc["kind"], doc)
+            else:
+                namespaced.append(doc)
+    return [*namespaced, *cluster.values()]
+
+
+def wait_until_authorized(kubeconfig: Path, namespace: str) -> None:
+    """Until the ServiceAccount may list VirtualServices in `namespace` and DestinationRules
+    everywhere (its RoleBinding and the ClusterRoleBinding have reached the authorizer)."""
+    custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+    deadline = time.monotonic() + AUTHORIZED_SECONDS
+    while True:
+        try:
+            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "virtualservices")
+            custom.list_cluster_custom_object(GROUP, VERSION, "destinationrules")
+            return
+        except ApiException as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
 
 @pytest.fixture(scope="module")
-def corpus_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusApi]:
+def sandbox_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxApi]:
     store = Store()
     server = make_api_server(store, crd_dir=sandbox_env().get("SANDBOX_CRDS") or None)
     threading.Thread(target=server.serve_forever, name="corpus-apiserver", daemon=True).start()
     kubeconfig = tmp_path_factory.mktemp("realworld") / "kubeconfig"
     kubeconfig.write_text(kubeconfig_yaml(server.url))
-    api_client = config.new_client_from_config(config_file=str(kubeconfig))
-    connection = json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
     try:
-        yield CorpusApi(server, store, server.url, kubeconfig, client.CustomObjectsApi(api_client),
-                        client.CoreV1Api(api_client), connection)
+        yield SandboxApi(server, store, kubeconfig)
     finally:
         server.shutdown()
         server.server_close()
 
 
+@pytest.fixture(scope="module")
+def kube_apiserver_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiserverApi]:
+    crds = sandbox_env().get("SANDBOX_CRDS")
+    if not crds:
+        pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS or put them in ../shared/istio")
+    state_dir = tmp_path_factory.mktemp("realworld-kubeenv")
+    try:
+        plane = ControlPlane(state_dir)  # $KUBEENV_BIN, else .cache/bin (make setup links them there)
+    except KubeEnvError as exc:
+        pytest.fail(str(exc))
+    try:
+        plane.start(Path(crds))
+        api = KubeApiserverApi(plane, state_dir)
+        api.setup_namespaces(sorted({c.params["namespace"] for c in CASES}))
+        yield api
+    finally:
+        plane.stop()
+
+
 @pytest.fixture
-def api(corpus_api: CorpusApi, monkeypatch: pytest.MonkeyPatch) -> CorpusApi:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", corpus_api.connection)
-    return corpus_api
+def api(request: pytest.FixtureRequest) -> CorpusApi:
+    """The server of the test's parameter (`sandbox` or `kube-apiserver`): its module fixture."""
+    backend = getattr(request, "param", SANDBOX)
+    return request.getfixturevalue("kube_apiserver_api" if backend == KUBE_APISERVER else "sandbox_api")
 
 
 # --------------------------------------------------------------------------- objects
@@ -159,28 +392,25 @@ def expand_pod(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_objects(api: CorpusApi, case: Case) -> None:
-    """Services and Pods into the Store (the API serves them read-only), Istio objects through the
-    official client (validated by the API server); DestinationRules before VirtualServices."""
+    """Services and Pods as the server allows (see CorpusApi.create_workload), Istio objects
+    through the official client (validated by the API server); DestinationRules before
+    VirtualServices."""
     namespace = case.params["namespace"]
-    api.store.put("namespaces", {
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": namespace, "labels": {"kubernetes.io/metadata.name": namespace,
-                                                   "istio-injection": "enabled"}},
-        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
-    })
+    api.create_namespace(namespace)
     order = {"Service": 0, "Pod": 1, "DestinationRule": 2, "VirtualService": 3}
     for obj in sorted(case.objects, key=lambda o: order[o["kind"]]):
         kind = obj["kind"]
         if kind == "Pod":
-            api.store.put("pods", expand_pod(obj))
+            api.create_workload(expand_pod(obj))
         elif kind == "Service":
-            api.store.put("services", copy.deepcopy(obj))
+            api.create_workload(obj)
         else:
             try:
                 api.custom.create_namespaced_custom_object(
                     GROUP, VERSION, namespace, ISTIO_PLURALS[kind], copy.deepcopy(obj))
             except ApiException as exc:
-                pytest.fail(f"harness: creating {kind} {namespace}/{obj['metadata']['name']} failed: {exc.body}")
+                pytest.fail(f"harness: creating {kind} {namespace}/{obj['metadata']['name']} failed "
+                            f"on {api.name}: {exc.body}")
 
 
 def delete_objects(api: CorpusApi, namespace: str) -> None:
@@ -189,10 +419,7 @@ def delete_objects(api: CorpusApi, namespace: str) -> None:
         listed = api.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         for item in listed.get("items", []):
             api.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, item["metadata"]["name"])
-    for plural in CORE_PLURALS.values():
-        for item in api.store.list(plural, namespace):
-            api.store.delete(plural, namespace, item["metadata"]["name"])
-    api.store.delete("namespaces", "", namespace)
+    api.delete_workloads(namespace)
 
 
 def read(api: CorpusApi, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -260,7 +487,8 @@ class Release:
     case: Case
     run_id: str
     baseline: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    started: float = 0.0
+    # Writes to the namespace since the objects were created (set by create()).
+    writes: Callable[[], list[Write]] = field(default=lambda: [])
 
     def __post_init__(self) -> None:
         p = self.case.params
@@ -288,7 +516,7 @@ class Release:
             stored = read(self.api, obj["kind"], self.namespace, name)
             assert stored is not None, f"harness: {obj['kind']} {self.namespace}/{name} was not created"
             self.baseline[(obj["kind"], name)] = stored
-        self.started = time.time()
+        self.writes = self.api.track_writes(self.namespace)
 
     def run(self, stage: str, operator_cls: type, **kwargs: Any) -> Any:
         op = operator_cls(task_id=stage.replace(" ", "_"), release=dict(self.case.params), **kwargs)
@@ -532,9 +760,9 @@ class Release:
         """Only the release's VirtualService and DestinationRule were written, and only updated."""
         allowed = {("destinationrules", self.dr_name)} | {("virtualservices", n) for n in self.vs_names}
         return [
-            f"write outside the release: {w['verb']} {w['resource']} {self.namespace}/{w.get('name')}"
-            for w in self.api.writes_since(self.namespace, self.started)
-            if w["verb"] not in ("update", "patch") or (w["resource"], w.get("name")) not in allowed
+            f"write outside the release: {w.verb} {w.resource} {self.namespace}/{w.name}"
+            for w in self.writes()
+            if w.verb not in ("update", "patch") or (w.resource, w.name) not in allowed
         ]
 
     def owned_now(self, vs: dict[str, Any]) -> dict[str, Any] | None:
@@ -574,13 +802,15 @@ def _match_route_at(release: Release, weight: int) -> bool | None:
 
 
 @pytest.fixture
-def release_of(api: CorpusApi) -> Iterator[Any]:
-    """`release_of(case, run)` -> a Release with the case's objects created; all deleted afterwards."""
+def release_of(api: CorpusApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`release_of(case, run)` -> a Release with the case's objects created on the test's API
+    server and the operators' connection set; all deleted afterwards."""
     namespaces: list[str] = []
 
     def make(case: Case, run: str) -> Release:
         release = Release(api, case, f"realworld__{case.name}__{run}")
         namespaces.append(release.namespace)
+        monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", api.connection(release.namespace))
         release.create()
         return release
 
@@ -594,9 +824,11 @@ def release_of(api: CorpusApi) -> Iterator[Any]:
 
 def test_corpus_is_there() -> None:
     assert len(CASES) >= 25 and REFUSED and RELEASED
+    names = {c.name for c in CASES}
+    assert set(KUBE_APISERVER_DIFFERENCES) <= names, "KUBE_APISERVER_DIFFERENCES names no such case"
 
 
-@pytest.mark.parametrize("case", REFUSED)
+@pytest.mark.parametrize(("api", "case"), REFUSED, indirect=["api"])
 def test_refused(case: Case, release_of: Any) -> None:
     release = release_of(case, "refused")
     stage, error = "params", None
@@ -614,13 +846,13 @@ def test_refused(case: Case, release_of: Any) -> None:
         stage = "nowhere"
     except Exception as exc:
         error = exc
-    writes = release.api.writes_since(release.namespace, release.started)
+    writes = release.writes()
     text = f"{type(error).__name__}: {error}" if error is not None else ""
     problems = []
     if error is None:
         problems.append(f"not refused: preflight, destination rule and step {release.steps[0]} all went through")
     if writes:
-        listed = ", ".join(f"{w['verb']} {w['resource']}/{w.get('name')} ({w['code']})" for w in writes)
+        listed = ", ".join(str(w) for w in writes)
         problems.append(f"{len(writes)} writes before the refusal: {listed}")
     wanted = {"object": case.expect["object"], "field": case.expect["field"]}
     wanted.update({f"says[{i}]": s for i, s in enumerate(case.expect.get("says") or [])})
@@ -630,7 +862,7 @@ def test_refused(case: Case, release_of: Any) -> None:
     assert not problems, f"{case.name}: refused at {stage}\n- " + "\n- ".join(problems) + f"\nerror: {text}"
 
 
-@pytest.mark.parametrize("case", RELEASED)
+@pytest.mark.parametrize(("api", "case"), RELEASED, indirect=["api"])
 def test_promotion(case: Case, release_of: Any) -> None:
     release = release_of(case, "promote")
     try:
@@ -656,7 +888,7 @@ def test_promotion(case: Case, release_of: Any) -> None:
     release.expect_fine("promote", problems + release.check_writes())
 
 
-@pytest.mark.parametrize("case", RELEASED)
+@pytest.mark.parametrize(("api", "case"), RELEASED, indirect=["api"])
 def test_rollback(case: Case, release_of: Any) -> None:
     release = release_of(case, "rollback")
     try:

@@ -326,7 +326,10 @@ def test_destination_rule_create_patch_and_enum_check(custom: client.CustomObjec
             *args, "dr-crud", {"spec": {"trafficPolicy": {"tls": {"mode": "STRICT"}}}}
         )
     assert bad_mode.value.status == 422
-    assert _causes(bad_mode.value) == {"spec.trafficPolicy.tls.mode": "FieldValueNotSupported"}
+    assert _causes(bad_mode.value) == {
+        "spec.trafficPolicy.tls.mode": "FieldValueNotSupported",
+        "<nil>": "FieldValueInvalid",  # as a real server says: the CRD's CEL rules were not run
+    }
 
     with pytest.raises(ApiException) as duplicate:
         custom.patch_namespaced_custom_object(
@@ -344,18 +347,23 @@ def test_destination_rule_create_patch_and_enum_check(custom: client.CustomObjec
     assert smp.value.status == 415
 
 
-def test_field_validation_ignore_and_warn_prune_unknown_fields(custom: client.CustomObjectsApi) -> None:
+def test_field_validation_ignore_and_warn_prune_unknown_fields(
+    server: ApiServer, custom: client.CustomObjectsApi
+) -> None:
     args = (GROUP, "v1", NS, "virtualservices")
     sloppy = virtual_service("pruned")
     sloppy["spec"]["http"][0]["retrys"] = {"attempts": 3}  # typo: not in the schema
     with pytest.raises(ApiException) as strict:
-        custom.create_namespaced_custom_object(*args, sloppy)
-    assert _causes(strict.value) == {"spec.http[0].retrys": "FieldValueUnknown"}
+        custom.create_namespaced_custom_object(*args, sloppy, field_validation="Strict")
+    assert strict.value.status == 400 and _status(strict.value)["reason"] == "BadRequest"
+    assert 'strict decoding error: unknown field "spec.http[0].retrys"' in _status(strict.value)["message"]
     created = custom.create_namespaced_custom_object(*args, sloppy, field_validation="Ignore")
     assert "retrys" not in created["spec"]["http"][0]
+    # No fieldValidation is Warn, as on a real server: pruned, with a Warning header.
     sloppy["metadata"]["name"] = "pruned-warn"
-    created = custom.create_namespaced_custom_object(*args, sloppy, field_validation="Warn")
-    assert "retrys" not in created["spec"]["http"][0]
+    code, warnings, created = _http(server, "POST", f"/apis/{GROUP}/v1/namespaces/{NS}/virtualservices", sloppy)
+    assert code == 201 and "retrys" not in created["spec"]["http"][0]
+    assert warnings == ['299 - "unknown field \\"spec.http[0].retrys\\""']
 
 
 def test_missing_objects_answer_404(custom: client.CustomObjectsApi) -> None:
@@ -386,9 +394,10 @@ def test_misindented_route_is_rejected_naming_the_field(custom: client.CustomObj
     )
     assert _causes(rejected.value) == {
         "spec.http[0].route[0].destination": "FieldValueRequired",
-        "spec.http[0].route[0].host": "FieldValueUnknown",
-        "spec.http[0].route[0].subset": "FieldValueUnknown",
+        "<nil>": "FieldValueInvalid",  # as a real server says: the CRD's CEL rules were not run
     }
+    # host and subset are unknown fields: pruned, with a warning each (kubectl prints them).
+    assert 'unknown field \\"spec.http[0].route[0].host\\"' in rejected.value.headers["Warning"]
     with pytest.raises(ApiException) as not_stored:
         custom.get_namespaced_custom_object(GROUP, "v1", NS, "virtualservices", "reviews-misindented")
     assert not_stored.value.status == 404
@@ -573,10 +582,13 @@ def test_kubectl_get_pods_by_label(kubectl) -> None:
 
 
 def test_kubectl_apply_refuses_invalid_manifest_naming_the_field(kubectl) -> None:
+    # kubectl asks for strict field validation: the unknown fields are named, before any schema check.
     result = kubectl("apply", "-n", NS, "-f", "-", stdin=MISINDENTED_VS)
     assert result.returncode != 0
-    assert "spec.http[0].route[0].destination: Required value" in result.stderr
-    assert "spec.http[0].route[0].host" in result.stderr
+    assert 'strict decoding error: unknown field "spec.http[0].route[0].host"' in result.stderr
+    lenient = kubectl("apply", "--validate=false", "-n", NS, "-f", "-", stdin=MISINDENTED_VS)
+    assert lenient.returncode != 0
+    assert "spec.http[0].route[0].destination: Required value" in lenient.stderr
 
 
 # --------------------------------------------------------------------------- the schemas themselves
