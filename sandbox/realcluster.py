@@ -13,10 +13,8 @@ ServiceAccount token (`istio-canary`): the real RBAC authorizer decides what a r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,5 +158,4 @@ class RealCluster:
                     return
                 log.warning("mirror of %s: %r; listing again in 1s", resource, exc)
                 resource_version = ""
-                with contextlib.suppress(Exception):
-                    time.sleep(1.0)
+                stop.wait(1.0)
