@@ -398,6 +398,30 @@ class ControlPlane:
         path = resource_path("ServiceAccount", namespace, name) + "/token"
         return str(self.client.request("POST", path, body).json()["status"]["token"])
 
+    def wait_until_allowed(self, namespace: str, service_account: str) -> None:
+        """Until the authorizer lets the ServiceAccount do a release's first reads: list
+        VirtualServices in `namespace` and DestinationRules everywhere. New RoleBindings reach
+        kube-apiserver's RBAC authorizer through an informer, a moment after they are stored;
+        a SubjectAccessReview asks that same authorizer."""
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+        checks = [
+            {"verb": "list", "group": "networking.istio.io", "resource": "virtualservices", "namespace": namespace},
+            {"verb": "list", "group": "networking.istio.io", "resource": "destinationrules"},
+        ]
+        deadline = time.monotonic() + READY_SECONDS
+        for attributes in checks:
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                      "spec": {"user": user, "groups": groups, "resourceAttributes": attributes}}
+            while True:
+                status = self.client.request(
+                    "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review).json()["status"]
+                if status.get("allowed"):
+                    break
+                if time.monotonic() > deadline:
+                    raise KubeEnvError(f"{user} still may not {attributes}: {status.get('reason') or 'no rule'}")
+                time.sleep(0.1)
+
     def admin_kubeconfig(self, namespace: str = "default") -> str:
         pki = self.cert_dir
         user = {"client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}

@@ -56,6 +56,7 @@ class RealCluster:
         self.seed()
         rbac = RBAC_MANIFEST.read_text().replace(f"namespace: {RBAC_NAMESPACE}", f"namespace: {self.namespace}")
         self.control_plane.apply_manifest(rbac)
+        self.control_plane.wait_until_allowed(self.namespace, PIPELINE_SERVICE_ACCOUNT)
 
     def stop(self) -> None:
         self.control_plane.stop()

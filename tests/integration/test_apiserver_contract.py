@@ -93,40 +93,6 @@ def _crd_dir() -> Path:
     pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS or put them in ../shared/istio")
 
 
-def _start(plane: ControlPlane, crd_dir: Path) -> None:
-    """`plane.start(crd_dir)`, surviving kubeenv's CRD wait reading `status.conditions` while the
-    server still has it null (a TypeError): the CRDs are installed again until Established."""
-    try:
-        plane.start(crd_dir)
-        return
-    except TypeError:
-        pass
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            plane.install_crds(crd_dir)
-            return
-        except TypeError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _wait_until_authorized(server: Server) -> None:
-    """New RoleBindings reach kube-apiserver's RBAC authorizer through an informer: wait for them."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            server.pipeline.custom.list_namespaced_custom_object(
-                GROUP, VERSION, NS, "virtualservices", _request_timeout=TIMEOUT
-            )
-            return
-        except ApiException as exc:
-            if exc.status != 403 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("kubeenv")
@@ -135,7 +101,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     except KubeEnvError as exc:
         pytest.fail(str(exc))
     try:
-        _start(plane, _crd_dir())
+        plane.start(_crd_dir())
         world = load_config()
         for namespace in sorted({svc.namespace for svc in world.services}):
             plane.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -146,9 +112,8 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         admin, pipeline = state / "admin.kubeconfig", state / "pipeline.kubeconfig"
         admin.write_text(plane.admin_kubeconfig(NS))
         pipeline.write_text(plane.service_account_kubeconfig(NS, SERVICE_ACCOUNT))
-        server = Server("kube-apiserver", Api.from_kubeconfig(pipeline), Api.from_kubeconfig(admin))
-        _wait_until_authorized(server)
-        yield server
+        plane.wait_until_allowed(NS, SERVICE_ACCOUNT)
+        yield Server("kube-apiserver", Api.from_kubeconfig(pipeline), Api.from_kubeconfig(admin))
     finally:
         plane.stop()
 

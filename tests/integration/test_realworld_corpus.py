@@ -87,7 +87,6 @@ PROXY_IMAGE = "docker.io/istio/proxyv2:1.27.0"
 DEFAULT_STEPS = (10, 50, 100)
 SANDBOX, KUBE_APISERVER = "sandbox", "kube-apiserver"
 BACKENDS = (SANDBOX, KUBE_APISERVER)
-AUTHORIZED_SECONDS = 30.0  # new RoleBindings reach kube-apiserver's authorizer through an informer
 
 CASES = load_cases()
 # case name -> why it cannot behave on a real kube-apiserver as on the sandbox's. Each is a
@@ -227,7 +226,7 @@ class KubeApiserverApi(CorpusApi):
         for namespace in namespaces:
             kubeconfig = self.state_dir / f"pipeline-{namespace}.kubeconfig"
             kubeconfig.write_text(self.plane.service_account_kubeconfig(namespace, PIPELINE_SERVICE_ACCOUNT))
-            wait_until_authorized(kubeconfig, namespace)
+            self.plane.wait_until_allowed(namespace, PIPELINE_SERVICE_ACCOUNT)
             self.connections[namespace] = json.dumps(
                 {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}})
 
@@ -296,22 +295,6 @@ def rbac_objects(namespaces: list[str]) -> list[dict[str, Any]]:
             else:
                 namespaced.append(doc)
     return [*namespaced, *cluster.values()]
-
-
-def wait_until_authorized(kubeconfig: Path, namespace: str) -> None:
-    """Until the ServiceAccount may list VirtualServices in `namespace` and DestinationRules
-    everywhere (its RoleBinding and the ClusterRoleBinding have reached the authorizer)."""
-    custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
-    deadline = time.monotonic() + AUTHORIZED_SECONDS
-    while True:
-        try:
-            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "virtualservices")
-            custom.list_cluster_custom_object(GROUP, VERSION, "destinationrules")
-            return
-        except ApiException as exc:
-            if exc.status != 403 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
