@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# The real Istio CRD schemas, when the shared reference folder sits beside the checkout.
-SANDBOX_CRDS ?= $(if $(wildcard ../shared/istio/virtualservices.crd.yaml),$(abspath ../shared/istio),)
+# The real Istio CRD schemas: the shared reference folder when it sits beside the checkout,
+# else the copy tools/kubeenv/build.sh cuts out of the istio.io/istio module (make setup).
+SANDBOX_CRDS ?= $(if $(wildcard ../shared/istio/virtualservices.crd.yaml),$(abspath ../shared/istio),$(abspath .cache/crds))
 export SANDBOX_CRDS
 
 .PHONY: setup test lint demo clean system-packages local-services kubeenv

@@ -32,7 +32,7 @@ from typing import Any
 from istio_canary.core.validation import ValidationError
 from sandbox import prometheus
 from sandbox.config import load_config
-from sandbox.kubeenv import KubeEnvError, find_binaries
+from sandbox.kubeenv import ISTIO_CRDS_DIR, KubeEnvError, find_binaries
 from sandbox.supervisor import (
     RUNTIME_FILE,
     group_members,
@@ -251,8 +251,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.crd_dir:
         command += ["--crd-dir", str(Path(args.crd_dir).resolve())]
     if args.real_apiserver:
-        if not args.crd_dir:
-            _err("--real-apiserver needs Istio's CRDs: give --crd-dir or set $SANDBOX_CRDS")
+        if not args.crd_dir and (ISTIO_CRDS_DIR / "virtualservices.crd.yaml").is_file():
+            command += ["--crd-dir", str(ISTIO_CRDS_DIR)]
+        elif not args.crd_dir:
+            _err(f"--real-apiserver needs Istio's CRDs: give --crd-dir, set $SANDBOX_CRDS, or run "
+                 f"`make setup` (it writes them to {ISTIO_CRDS_DIR})")
             return EXIT_USAGE
         try:
             find_binaries()

@@ -32,6 +32,9 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = PROJECT_ROOT / ".cache" / "bin"
+# Istio's VirtualService and DestinationRule CRDs, cut out of the istio.io/istio module by
+# tools/kubeenv/build.sh: the copy used when $SANDBOX_CRDS names none.
+ISTIO_CRDS_DIR = PROJECT_ROOT / ".cache" / "crds"
 READY_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
 SERVICE_CIDR = "10.96.0.0/16"

@@ -31,15 +31,20 @@ import pytest
 import requests
 import yaml
 
+from sandbox.kubeenv import ISTIO_CRDS_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "istio"
 
 
 def sandbox_env() -> dict[str, str]:
-    """Environment for `python -m sandbox`: as `make test` sets it (real Istio CRDs if present)."""
+    """Environment for `python -m sandbox`: as `make test` sets it (Istio's real CRDs: the
+    reference copy beside the checkout, else the one `make setup` cut out of the istio.io/istio
+    module)."""
     env = dict(os.environ)
-    if not env.get("SANDBOX_CRDS") and (_SHARED_CRDS / "virtualservices.crd.yaml").exists():
-        env["SANDBOX_CRDS"] = str(_SHARED_CRDS)
+    for crds in (_SHARED_CRDS, ISTIO_CRDS_DIR):
+        if not env.get("SANDBOX_CRDS") and (crds / "virtualservices.crd.yaml").exists():
+            env["SANDBOX_CRDS"] = str(crds)
     return env
 
 

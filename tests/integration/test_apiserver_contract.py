@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import threading
 import time
@@ -37,6 +36,7 @@ from sandbox.apiserver import kubeconfig_yaml, make_api_server
 from sandbox.config import load_config, seed_world, service_objects
 from sandbox.kubeenv import ControlPlane, KubeEnvError
 from sandbox.store import Store
+from tests.conftest import sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -86,11 +86,10 @@ class Server:
 
 
 def _crd_dir() -> Path:
-    # As tests/conftest.py's sandbox_env(): $SANDBOX_CRDS, else Istio's CRDs beside the checkout.
-    for candidate in (os.environ.get("SANDBOX_CRDS"), str(REPO.parent / "shared" / "istio")):
-        if candidate and (Path(candidate) / "virtualservices.crd.yaml").exists():
-            return Path(candidate)
-    pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS or put them in ../shared/istio")
+    crds = sandbox_env().get("SANDBOX_CRDS")
+    if not crds:
+        pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS, or run `make setup` (it writes .cache/crds)")
+    return Path(crds)
 
 
 @pytest.fixture(scope="module")

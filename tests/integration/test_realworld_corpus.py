@@ -315,7 +315,7 @@ def sandbox_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxApi
 def kube_apiserver_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiserverApi]:
     crds = sandbox_env().get("SANDBOX_CRDS")
     if not crds:
-        pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS or put them in ../shared/istio")
+        pytest.fail("Istio's CRD files not found: set SANDBOX_CRDS, or run `make setup` (it writes .cache/crds)")
     state_dir = tmp_path_factory.mktemp("realworld-kubeenv")
     try:
         plane = ControlPlane(state_dir)  # $KUBEENV_BIN, else .cache/bin (make setup links them there)

@@ -48,7 +48,20 @@ wait "$istioctl_job" || status=1
 [ "$status" = 0 ] || exit 1
 
 for name in kube-apiserver istioctl; do ln -sfn "$cache/$name" "$root/.cache/bin/$name"; done
+
+# Istio's own CRDs for the two kinds a release edits, cut out of the istio.io/istio module the
+# istioctl build fetched: the real control plane installs them when no other copy is given.
+istio_version="$(awk '$1 == "require" && $2 == "istio.io/istio" {print $3}' "$here/istioctl/go.mod")"
+crd_all="$(cd "$here/istioctl" && go env GOMODCACHE)/istio.io/istio@$istio_version/manifests/charts/base/files/crd-all.gen.yaml"
+mkdir -p "$root/.cache/crds"
+for plural in virtualservices destinationrules; do
+  awk -v want="  name: $plural.networking.istio.io" '
+    /^---$/ { if (keep) printf "%s", doc; doc = ""; keep = 0; next }
+    { doc = doc $0 "\n"; if ($0 == want) keep = 1 }
+    END { if (keep) printf "%s", doc }' "$crd_all" > "$root/.cache/crds/$plural.crd.yaml"
+  grep -q "kind: CustomResourceDefinition" "$root/.cache/crds/$plural.crd.yaml" \
+    || { echo "kubeenv: no $plural CRD in $crd_all" >&2; exit 1; }
+done
 etcd_bin="$(command -v etcd || true)"
 [ -n "$etcd_bin" ] && ln -sfn "$etcd_bin" "$root/.cache/bin/etcd"
-istio_version="$(awk '$1 == "require" && $2 == "istio.io/istio" {print $3}' "$here/istioctl/go.mod")"
 echo "kubeenv: $("$root/.cache/bin/kube-apiserver" --version), istioctl from istio.io/istio $istio_version, $("$root/.cache/bin/etcd" --version | head -1)"
