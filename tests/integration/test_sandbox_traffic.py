@@ -148,7 +148,7 @@ def test_prometheus_rates_error_ratio_and_latency_match_the_behaviour(
     # 1,000 rps: a p99 from a 5 s window needs thousands of samples per version, or the few
     # requests above 100 ms (0.35 % of v1's) push the estimate over its bucket edge by chance.
     sandbox.set_behaviour(rps=1000)
-    sandbox.set_behaviour("v2", error_rate=0.2, latency_ms_p50=30, latency_ms_p99=300)
+    sandbox.set_behaviour("v2", error_rate=0.2, latency_ms_p50=30, latency_ms_p99=350)
     rv = route_to(istio, [{"route": [dest("v1", 50), dest("v2", 50)]}])
     sandbox.wait_for_routing(rv)
     changed_at = time.time()
@@ -192,7 +192,10 @@ def test_prometheus_rates_error_ratio_and_latency_match_the_behaviour(
             at,
         )
 
-    # p99 80 ms (v1) and 300 ms (v2) land in Istio's buckets (50, 100] and (250, 500].
+    # p99 80 ms (v1) and 350 ms (v2) land in Istio's buckets (50, 100] and (250, 500]. v2's p99
+    # sits well inside its bucket: 2.2 % of its requests are above 250 ms and 0.4 % above 500 ms,
+    # so ~2,000 samples put the estimate there with room to spare (at 300 ms only 1.6 % were
+    # above 250 ms, and one run in a few dozen estimated 249.8).
     v1_p99, v2_p99 = p99("v1"), p99("v2")
     assert v1_p99 is not None and 50 <= v1_p99 <= 100
     assert v2_p99 is not None and 250 <= v2_p99 <= 500
