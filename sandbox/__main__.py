@@ -29,9 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from istio_canary.core.validation import ValidationError
 from sandbox import prometheus
 from sandbox.config import load_config
+from sandbox.errors import SandboxInputError
+from sandbox.kubeconfig import kubeconfig_yaml
 from sandbox.kubeenv import ISTIO_CRDS_DIR, KubeEnvError, find_binaries
 from sandbox.supervisor import (
     RUNTIME_FILE,
@@ -217,7 +218,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     config_path = str(Path(args.config).resolve()) if args.config else None
     try:
         world = load_config(config_path)
-    except ValidationError as exc:
+    except SandboxInputError as exc:
         _err(f"bad config {args.config or '(default)'}: {exc}")
         return EXIT_USAGE
     if args.crd_dir and not (Path(args.crd_dir) / "virtualservices.crd.yaml").is_file():
@@ -297,8 +298,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _fail_up(state_dir, failure)
 
     namespace = world.services[0].namespace
-    from sandbox.apiserver import kubeconfig_yaml  # the API module is only needed here
-
     kube_api = runtime.get("kube_api", "sandbox")
     if kube_api == "sandbox":  # on a real kube-apiserver the supervisor wrote both kubeconfigs
         (state_dir / "kubeconfig").write_text(kubeconfig_yaml(runtime["urls"]["api"], namespace=namespace))
@@ -465,21 +464,21 @@ def _flag(field_name: str) -> str:
 
 
 def _check_set_args(values: dict[str, float]) -> None:
-    """Range checks that need no sandbox; raise ValidationError naming the flag."""
+    """Range checks that need no sandbox; raise SandboxInputError naming the flag."""
     for name, value in values.items():
         if not math.isfinite(value):
-            raise ValidationError(_flag(name), value, "must be a finite number")
+            raise SandboxInputError(_flag(name), value, "must be a finite number")
     for name in ("error_rate", "header_fraction", "cookie_fraction"):
         if name in values and not 0.0 <= values[name] <= 1.0:
-            raise ValidationError(_flag(name), values[name], "must be in [0, 1]")
+            raise SandboxInputError(_flag(name), values[name], "must be in [0, 1]")
     if "rps" in values and values["rps"] < 0:
-        raise ValidationError("--rps", values["rps"], "must be at least 0")
+        raise SandboxInputError("--rps", values["rps"], "must be at least 0")
     for name in ("latency_ms_p50", "latency_ms_p99"):
         if name in values and values[name] <= 0:
-            raise ValidationError(_flag(name), values[name], "must be greater than 0")
+            raise SandboxInputError(_flag(name), values[name], "must be greater than 0")
     p50, p99 = values.get("latency_ms_p50"), values.get("latency_ms_p99")
     if p50 is not None and p99 is not None and p99 < p50:
-        raise ValidationError(
+        raise SandboxInputError(
             "--latency-ms-p99",
             values["latency_ms_p99"],
             f"must be at least --latency-ms-p50 ({values['latency_ms_p50']:g})",
@@ -493,7 +492,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         _check_set_args(values)
-    except ValidationError as exc:
+    except SandboxInputError as exc:
         _err(f"{exc}; nothing changed")
         return EXIT_USAGE
     state = _running_state(Path(args.state_dir).resolve())
@@ -553,17 +552,17 @@ def _call(method: str, url: str, payload: dict[str, Any] | None = None,
 
 
 def _check_fault_args(args: argparse.Namespace) -> None:
-    """Range checks that need no sandbox; raise ValidationError naming the flag."""
+    """Range checks that need no sandbox; raise SandboxInputError naming the flag."""
     if getattr(args, "count", None) is not None and args.count < 1:
-        raise ValidationError("--count", args.count, "must be at least 1")
+        raise SandboxInputError("--count", args.count, "must be at least 1")
     if getattr(args, "after", None) is not None and args.after < 0:
-        raise ValidationError("--after", args.after, "must be at least 0")
+        raise SandboxInputError("--after", args.after, "must be at least 0")
     seconds = getattr(args, "seconds", None)
     if seconds is not None and not (math.isfinite(seconds) and 0 <= seconds <= 3600):
-        raise ValidationError("--seconds", seconds, "must be a number of seconds in [0, 3600]")
+        raise SandboxInputError("--seconds", seconds, "must be a number of seconds in [0, 3600]")
     interval = getattr(args, "interval", None)
     if interval is not None and not (math.isfinite(interval) and 0.05 <= interval <= 3600):
-        raise ValidationError("--interval", interval, "must be a number of seconds in [0.05, 3600]")
+        raise SandboxInputError("--interval", interval, "must be a number of seconds in [0.05, 3600]")
 
 
 def _describe_api_faults(api: dict[str, Any]) -> str:
@@ -619,7 +618,7 @@ def _record_prometheus(state_dir: Path, state: dict[str, Any], prom: dict[str, A
 def cmd_fault(args: argparse.Namespace) -> int:
     try:
         _check_fault_args(args)
-    except ValidationError as exc:
+    except SandboxInputError as exc:
         _err(f"{exc}; nothing changed")
         return EXIT_USAGE
     state_dir = Path(args.state_dir).resolve()

@@ -942,22 +942,6 @@ def make_api_server(
     return ApiServer(store, load_schemas(crd_dir), host, port, verbose)
 
 
-def kubeconfig_yaml(server_url: str, namespace: str = "default", token: str = "sandbox-token") -> str:
-    """A kubeconfig for the sandbox that kubectl and `kubernetes.config.load_kube_config` accept."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "sandbox", "cluster": {"server": server_url}}],
-        "users": [{"name": "sandbox", "user": {"token": token}}],
-        "contexts": [
-            {"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": namespace}}
-        ],
-        "current-context": "sandbox",
-        "preferences": {},
-    }
-    return yaml.safe_dump(config, sort_keys=False)
-
-
 # --------------------------------------------------------------------------- the handler
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from istio_canary.core.validation import ValidationError, require_dns1123_label
+from sandbox.errors import SandboxInputError, require_dns1123_label
 from sandbox.store import Store
 
 DEFAULT_WORLD_FILE = Path(__file__).with_name("default_world.yaml")
@@ -103,8 +103,8 @@ class WorldConfig:
         known = ", ".join(f"{s.namespace}/{s.name}" for s in self.services)
         if not found:
             fld, value = ("service", name) if name is not None else ("namespace", namespace)
-            raise ValidationError(fld, value, f"no such service in the sandbox (known: {known})")
-        raise ValidationError("service", name, f"ambiguous, give the namespace too (known: {known})")
+            raise SandboxInputError(fld, value, f"no such service in the sandbox (known: {known})")
+        raise SandboxInputError("service", name, f"ambiguous, give the namespace too (known: {known})")
 
 
 # --- reading and checking -------------------------------------------------------------------
@@ -116,11 +116,11 @@ def load_config(path: str | Path | None = None) -> WorldConfig:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise ValidationError("config", str(file), f"cannot read: {exc.strerror or exc}") from exc
+        raise SandboxInputError("config", str(file), f"cannot read: {exc.strerror or exc}") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValidationError("config", str(file), f"not valid YAML: {exc}") from exc
+        raise SandboxInputError("config", str(file), f"not valid YAML: {exc}") from exc
     world = parse_config(raw)
     world.source = str(file)
     return world
@@ -135,13 +135,13 @@ def parse_config(raw: Any) -> WorldConfig:
     tick_ms = _require_int("tick_ms", raw.get("tick_ms", 100), 20, 1000)
     services_raw = raw.get("services")
     if not isinstance(services_raw, list) or not services_raw:
-        raise ValidationError("services", services_raw, "must be a non-empty list of services")
+        raise SandboxInputError("services", services_raw, "must be a non-empty list of services")
     services = [_parse_service(f"services[{i}]", s) for i, s in enumerate(services_raw)]
     seen: dict[tuple[str, str], int] = {}
     for i, svc in enumerate(services):
         key = (svc.namespace, svc.name)
         if key in seen:
-            raise ValidationError(
+            raise SandboxInputError(
                 f"services[{i}].name",
                 svc.name,
                 f"duplicate of services[{seen[key]}] in namespace {svc.namespace!r}",
@@ -162,7 +162,7 @@ def _parse_service(path: str, raw: Any) -> ServiceConfig:
     cookie_fraction = _require_number(f"{path}.cookie_fraction", merged["cookie_fraction"], 0.0, 1.0)
     versions_raw = raw.get("versions", {v: {} for v in DEFAULT_VERSIONS})
     if not isinstance(versions_raw, dict) or not versions_raw:
-        raise ValidationError(
+        raise SandboxInputError(
             f"{path}.versions", versions_raw, "must be a non-empty mapping of version name to settings"
         )
     versions = {
@@ -170,7 +170,7 @@ def _parse_service(path: str, raw: Any) -> ServiceConfig:
     }
     stable = raw.get("stable", next(iter(versions)))
     if stable not in versions:
-        raise ValidationError(f"{path}.stable", stable, f"must be one of the versions {sorted(versions)}")
+        raise SandboxInputError(f"{path}.stable", stable, f"must be one of the versions {sorted(versions)}")
     return ServiceConfig(name, namespace, port, rps, header_fraction, cookie_fraction, stable, versions)
 
 
@@ -198,10 +198,10 @@ def check_version_behaviour(path: str, values: dict[str, Any]) -> dict[str, floa
     error_rate = _require_number(f"{prefix}error_rate", values["error_rate"], 0.0, 1.0)
     p50 = _require_number(f"{prefix}latency_ms_p50", values["latency_ms_p50"], 0.0, None)
     if p50 <= 0:
-        raise ValidationError(f"{prefix}latency_ms_p50", values["latency_ms_p50"], "must be greater than 0")
+        raise SandboxInputError(f"{prefix}latency_ms_p50", values["latency_ms_p50"], "must be greater than 0")
     p99 = _require_number(f"{prefix}latency_ms_p99", values["latency_ms_p99"], 0.0, None)
     if p99 < p50:
-        raise ValidationError(
+        raise SandboxInputError(
             f"{prefix}latency_ms_p99", values["latency_ms_p99"], f"must be at least latency_ms_p50 ({p50:g})"
         )
     return {"error_rate": error_rate, "latency_ms_p50": p50, "latency_ms_p99": p99}
@@ -218,40 +218,40 @@ def check_service_behaviour(path: str, values: dict[str, Any]) -> dict[str, floa
 
 def _require_mapping(path: str, value: Any) -> None:
     if not isinstance(value, dict):
-        raise ValidationError(path, value, "must be a mapping")
+        raise SandboxInputError(path, value, "must be a mapping")
 
 
 def _reject_unknown(path: str, raw: dict[str, Any], allowed: set[str]) -> None:
     for key in raw:
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
-            raise ValidationError(where, raw[key], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+            raise SandboxInputError(where, raw[key], f"unknown field (allowed: {', '.join(sorted(allowed))})")
 
 
 def _require_number(path: str, value: Any, low: float | None, high: float | None) -> float:
     # bool is an int subclass: `rps: true` is a typo, not 1.
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(path, value, "must be a number")
+        raise SandboxInputError(path, value, "must be a number")
     if low is not None and value < low:
-        raise ValidationError(
+        raise SandboxInputError(
             path, value, f"must be at least {low:g}" if high is None else f"must be in [{low:g}, {high:g}]"
         )
     if high is not None and value > high:
-        raise ValidationError(path, value, f"must be in [{low:g}, {high:g}]")
+        raise SandboxInputError(path, value, f"must be in [{low:g}, {high:g}]")
     return float(value)
 
 
 def _require_int(path: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(path, value, "must be an integer")
+        raise SandboxInputError(path, value, "must be an integer")
     if not low <= value <= high:
-        raise ValidationError(path, value, f"must be in [{low}, {high}]")
+        raise SandboxInputError(path, value, f"must be in [{low}, {high}]")
     return value
 
 
 def _require_bool(path: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValidationError(path, value, "must be true or false")
+        raise SandboxInputError(path, value, "must be true or false")
     return value
 
 

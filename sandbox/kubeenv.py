@@ -30,6 +30,8 @@ from typing import Any
 import requests
 import yaml
 
+from sandbox.kubeconfig import kubeconfig_yaml
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = PROJECT_ROOT / ".cache" / "bin"
 # Istio's VirtualService and DestinationRule CRDs, cut out of the istio.io/istio module by
@@ -254,23 +256,6 @@ class KubeClient:
                     yield json.loads(line)
 
 
-def kubeconfig_yaml(url: str, ca_file: Path, namespace: str, user: dict[str, str]) -> str:
-    """A kubeconfig for `url`; `user` is a kubeconfig user entry (token, or client cert/key paths)."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kubeenv", "cluster": {"server": url, "certificate-authority": str(ca_file)}}],
-            "users": [{"name": "kubeenv-user", "user": user}],
-            "contexts": [
-                {"name": "kubeenv", "context": {"cluster": "kubeenv", "user": "kubeenv-user", "namespace": namespace}}
-            ],
-            "current-context": "kubeenv",
-        },
-        sort_keys=False,
-    )
-
-
 # --- the control plane ----------------------------------------------------------------------
 
 
@@ -428,11 +413,11 @@ class ControlPlane:
     def admin_kubeconfig(self, namespace: str = "default") -> str:
         pki = self.cert_dir
         user = {"client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}
-        return kubeconfig_yaml(self.url, pki / "ca.crt", namespace, user)
+        return kubeconfig_yaml(self.url, namespace, ca_file=pki / "ca.crt", user=user)
 
     def service_account_kubeconfig(self, namespace: str, name: str) -> str:
         token = self.service_account_token(namespace, name)
-        return kubeconfig_yaml(self.url, self.cert_dir / "ca.crt", namespace, {"token": token})
+        return kubeconfig_yaml(self.url, namespace, token, ca_file=self.cert_dir / "ca.crt")
 
     def stop(self) -> None:
         """The API server first (it writes to etcd), then etcd; SIGKILL after a grace period."""

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from istio_canary.core.validation import ValidationError
 from sandbox import prometheus
+from sandbox.errors import SandboxInputError
 
 log = logging.getLogger("sandbox.supervisor")
 
@@ -216,7 +216,7 @@ class PrometheusChild:
 
     def set_mode(self, mode: str) -> None:
         if mode not in PROMETHEUS_MODES:
-            raise ValidationError("prometheus", mode, f"must be one of {', '.join(PROMETHEUS_MODES)}")
+            raise SandboxInputError("prometheus", mode, f"must be one of {', '.join(PROMETHEUS_MODES)}")
         if mode == self.mode and (mode == "down" or (self.proc is not None and self.proc.poll() is None)):
             return
         self.stop()
@@ -392,7 +392,7 @@ class ConcurrentWriter:
 
 def _number(field: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValidationError(field, value, f"must be a number in [{low:g}, {high:g}]")
+        raise SandboxInputError(field, value, f"must be a number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -421,11 +421,11 @@ class FaultControl:
             if method == "GET":
                 return 200, self.state()
             if not isinstance(payload, dict):
-                raise ValidationError("body", payload, "must be a JSON object")
+                raise SandboxInputError("body", payload, "must be a JSON object")
             with self._lock:
                 self.apply(payload)
             return 200, self.state()
-        except ValidationError as exc:
+        except SandboxInputError as exc:
             return 400, {"error": str(exc), "field": exc.field, "value": exc.value, "problem": exc.problem}
         except (RuntimeError, LookupError) as exc:
             return 409, {"error": str(exc)}
@@ -433,9 +433,9 @@ class FaultControl:
     def apply(self, payload: dict[str, Any]) -> None:
         target, action = payload.get("target"), payload.get("action")
         if target not in FAULT_TARGETS:
-            raise ValidationError("target", target, f"must be one of {', '.join(FAULT_TARGETS)}")
+            raise SandboxInputError("target", target, f"must be one of {', '.join(FAULT_TARGETS)}")
         if action not in FAULT_TARGETS[target]:
-            raise ValidationError("action", action, f"for {target}: must be one of {', '.join(FAULT_TARGETS[target])}")
+            raise SandboxInputError("action", action, f"for {target}: must be one of {', '.join(FAULT_TARGETS[target])}")
         if target == "prometheus":
             self._prometheus(action)
         elif target == "traffic":
@@ -511,7 +511,7 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None, real_apis
         from sandbox.realcluster import RealCluster
 
         if not crd_dir:
-            raise ValidationError("--crd-dir", crd_dir, "a real kube-apiserver needs Istio's CRD YAML (or $SANDBOX_CRDS)")
+            raise SandboxInputError("--crd-dir", crd_dir, "a real kube-apiserver needs Istio's CRD YAML (or $SANDBOX_CRDS)")
         cluster = RealCluster(state_dir, world, Path(crd_dir))
     else:
         seeded = seed_world(store, world)
@@ -622,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
         return run(state_dir, args.config, args.crd_dir, args.real_apiserver)
-    except ValidationError as exc:
+    except SandboxInputError as exc:
         log.error("bad config: %s", exc)
         return 2
     except Exception:

@@ -36,7 +36,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import re2
 
-from istio_canary.core.validation import ValidationError
 from sandbox.config import (
     MESH_DOMAIN,
     SERVICE_BEHAVIOUR_FIELDS,
@@ -47,6 +46,7 @@ from sandbox.config import (
     check_version_behaviour,
     reseed_world,
 )
+from sandbox.errors import SandboxInputError
 from sandbox.store import Store
 
 log = logging.getLogger(__name__)
@@ -629,13 +629,13 @@ class TrafficGenerator:
 
     def update_behaviour(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Change a service's rps/fractions and/or one version's error rate and latency.
-        All checks pass before anything changes; raises ValidationError naming the field."""
+        All checks pass before anything changes; raises SandboxInputError naming the field."""
         allowed = {"service", "namespace", "version", *SERVICE_BEHAVIOUR_FIELDS, *VERSION_BEHAVIOUR_FIELDS}
         if not isinstance(payload, Mapping):
-            raise ValidationError("body", payload, "must be a JSON object")
+            raise SandboxInputError("body", payload, "must be a JSON object")
         for key, value in payload.items():
             if key not in allowed:
-                raise ValidationError(key, value, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+                raise SandboxInputError(key, value, f"unknown field (allowed: {', '.join(sorted(allowed))})")
         with self._lock:
             index = self._service_index(payload.get("service"), payload.get("namespace"))
             svc = self._services[index]
@@ -643,9 +643,9 @@ class TrafficGenerator:
             version_updates = {k: payload[k] for k in VERSION_BEHAVIOUR_FIELDS if payload.get(k) is not None}
             service_updates = {k: payload[k] for k in SERVICE_BEHAVIOUR_FIELDS if payload.get(k) is not None}
             if version_updates and version_name is None:
-                raise ValidationError("version", None, f"required to change {', '.join(version_updates)}")
+                raise SandboxInputError("version", None, f"required to change {', '.join(version_updates)}")
             if version_name is not None and version_name not in svc.versions:
-                raise ValidationError(
+                raise SandboxInputError(
                     "version",
                     version_name,
                     f"no such version of {svc.name} (known: {', '.join(svc.versions)})",
@@ -655,11 +655,11 @@ class TrafficGenerator:
                 current = svc.versions[version_name].behaviour()
                 try:
                     new_version = check_version_behaviour("", {**current, **version_updates})
-                except ValidationError as exc:
+                except SandboxInputError as exc:
                     if exc.field == "latency_ms_p99" and "latency_ms_p99" not in version_updates:
                         # Only p50 was given: the value the caller chose is the one to name.
                         p50 = version_updates["latency_ms_p50"]
-                        raise ValidationError(
+                        raise SandboxInputError(
                             "latency_ms_p50",
                             p50,
                             f"must be at most latency_ms_p99 ({current['latency_ms_p99']:g})",
@@ -1023,7 +1023,7 @@ class _GeneratorHandler(BaseHTTPRequestHandler):
         if path == "/control/behaviour":
             try:
                 result = gen.update_behaviour(payload)
-            except ValidationError as exc:
+            except SandboxInputError as exc:
                 self._json(
                     400, {"error": str(exc), "field": exc.field, "value": exc.value, "problem": exc.problem}
                 )

@@ -68,7 +68,8 @@ from istio_canary.operators.routing import (
     IstioRollbackOperator,
     IstioTrafficShiftOperator,
 )
-from sandbox.apiserver import ApiServer, kubeconfig_yaml, make_api_server
+from sandbox.apiserver import ApiServer, make_api_server
+from sandbox.kubeconfig import kubeconfig_yaml
 from sandbox.kubeenv import ControlPlane, KubeEnvError
 from sandbox.realcluster import PIPELINE_SERVICE_ACCOUNT, RBAC_MANIFEST, RBAC_NAMESPACE
 from sandbox.store import Store

@@ -22,7 +22,8 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from sandbox.apiserver import ApiServer, kubeconfig_yaml, make_api_server
+from sandbox.apiserver import ApiServer, make_api_server
+from sandbox.kubeconfig import kubeconfig_yaml
 from sandbox.schema import load_schemas
 from sandbox.store import Store
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from istio_canary.core.pods import metric_label_problems
-from istio_canary.core.validation import ValidationError
 from sandbox.config import MESH_DOMAIN, load_config, parse_config, reseed_world, seed_world, service_objects
+from sandbox.errors import SandboxInputError
 from sandbox.store import Store
 
 
@@ -72,7 +72,7 @@ def test_left_out_fields_take_defaults_so_big_worlds_stay_short() -> None:
     ],
 )
 def test_bad_config_names_field_and_value(raw: dict, field: str, value: object) -> None:
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(SandboxInputError) as info:
         parse_config(raw)
     assert info.value.field == field
     assert info.value.value == value
@@ -80,11 +80,11 @@ def test_bad_config_names_field_and_value(raw: dict, field: str, value: object) 
 
 
 def test_unreadable_or_invalid_yaml_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="cannot read"):
+    with pytest.raises(SandboxInputError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("services: [name: a\n")
-    with pytest.raises(ValidationError, match="not valid YAML"):
+    with pytest.raises(SandboxInputError, match="not valid YAML"):
         load_config(bad)
 
 
