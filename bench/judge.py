@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import emit
+from bench import emit, say
 from bench.rules import ANCHORS
 from bench.sim import (
     FAMILIES,
@@ -34,9 +34,10 @@ from bench.sim import (
     Traffic,
     window_p99,
 )
-from istio_canary.core.judge import Outcome
-from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot, Measurement
+from istio_canary.core.analysis_config import AnalysisConfig
 from istio_canary.core.plan import plan_bake
+from istio_canary.core.samples import CounterSnapshot, Measurement
+from istio_canary.core.verdict import VerdictOutcome
 from istio_canary.core.watch import WatchTarget, begin, next_action, record_check
 
 RULES: tuple[str, ...] = ("ours", "flagger", "argo", "kayenta", "oracle")
@@ -110,9 +111,9 @@ def run_ours(traffic: Traffic, config: AnalysisConfig | None = None) -> Decision
             step_config, _TARGET, progress, _snapshot(index, counters), _window_p99s(window), final=True
         )
         assert verdict is not None
-        if verdict.outcome is Outcome.FAIL:
+        if verdict.outcome is VerdictOutcome.FAIL:
             return served.decide("rolled_back", index * INTERVAL_SECONDS)
-        if verdict.outcome is Outcome.INCONCLUSIVE:
+        if verdict.outcome is VerdictOutcome.INCONCLUSIVE:
             return served.decide("inconclusive", index * INTERVAL_SECONDS)
         state = progress.state
     return served.decide("promoted", index * INTERVAL_SECONDS)
@@ -347,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     def report(name: str, seconds: float) -> None:
-        print(f"  {name}: {seconds:.1f}s", file=sys.stderr, flush=True)
+        say(f"{name}: {seconds:.1f}s")
 
     print(f"bench.judge: {args.replicas} replicas per scenario, seed {args.seed}", file=sys.stderr)
     try:

@@ -2,8 +2,8 @@
 folder holding the release DAG, task-instance timings from the REST API, and process figures
 from /proc.
 
-The Airflow side is tools/live_airflow.py (the harness the live tests use); the sandbox is
-started and stopped with `python -m sandbox up|down --state-dir DIR`, as tests/conftest.py does.
+The Airflow side is tools/live_airflow.py (the harness the live tests use); the sandbox side is
+sandbox/client.py (`python -m sandbox up|down --state-dir DIR`, as the tests start theirs).
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sandbox.supervisor import group_members
-from tests.conftest import SandboxInfo, sandbox_cli
-from tests.e2e.conftest import sandbox_connections
+from sandbox.client import SandboxInfo, running_sandbox, sandbox_connections
+from sandbox.procs import group_members
 from tools.live_airflow import PROJECT_ROOT, LiveAirflow
 
 RELEASE_DAG_FILE = PROJECT_ROOT / "dags" / "istio_canary_release.py"
@@ -59,22 +56,9 @@ def work_dir(path: Path | None, prefix: str = "bench-live-") -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextlib.contextmanager
-def sandbox_up(state_dir: Path, world: Mapping[str, Any] | None = None) -> Iterator[SandboxInfo]:
+def sandbox_up(state_dir: Path, world: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[SandboxInfo]:
     """`python -m sandbox up` in `state_dir` (with `world` as its --config), `down` on exit."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    args = ["up", "--state-dir", str(state_dir)]
-    if world is not None:
-        config = state_dir / "world.yaml"
-        config.write_text(yaml.safe_dump(dict(world), sort_keys=False))
-        args += ["--config", str(config)]
-    started = sandbox_cli(*args, timeout=180)
-    try:
-        if started.returncode != 0:
-            raise RuntimeError(f"sandbox up failed ({started.returncode}):\n{started.stdout}\n{started.stderr}")
-        yield SandboxInfo.from_state_dir(state_dir)
-    finally:
-        sandbox_cli("down", "--state-dir", str(state_dir))
+    return running_sandbox(state_dir, world, timeout=180)
 
 
 def dags_folder(root: Path, generated: Mapping[str, str] | None = None, *, release_dag: bool = True) -> Path:

@@ -25,11 +25,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import emit
+from bench import measure_and_emit, say
 from bench.live import (
     RELEASE_DAG_FILE,
     dags_folder,
@@ -251,7 +251,7 @@ def compare(real: Sequence[Mapping[str, Any]], noop: Sequence[Mapping[str, Any]]
 
 
 def measure(runs: int = DEFAULT_RUNS, workdir: Path | None = None,
-            progress: Any = None) -> dict[str, Any]:
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Sandbox + live Airflow, a warm-up dry run, then `runs` dry runs and `runs` no-op runs."""
     if runs < 1:
         raise ValueError(f"runs={runs}: must be >= 1")
@@ -335,18 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs {args.runs}: must be >= 1")
-
-    def say(message: str) -> None:
-        print(f"  {message}", file=sys.stderr, flush=True)
-
     print(f"bench.overhead: {args.runs} dry runs and {args.runs} no-op runs on a live Airflow", file=sys.stderr)
-    try:
-        result = measure(args.runs, args.keep, progress=say)
-    except (RuntimeError, TimeoutError, LookupError) as error:
-        print(f"bench.overhead: {error}", file=sys.stderr)
-        return 1
-    emit(format_table(result), result, args.json)
-    return 0
+    return measure_and_emit("bench.overhead", lambda: measure(args.runs, args.keep, progress=say), format_table,
+                            args.json, (RuntimeError, TimeoutError, LookupError))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import emit
+from bench import measure_and_emit
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_FILES: tuple[Path, ...] = (REPO / "dags" / "istio_canary_release.py", REPO / "dags" / "release_calendar.py")
@@ -136,7 +136,7 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_table(result: Mapping[str, Any]) -> str:
     lines = [f"{'file':<36} {'median_s':>9} {'extra_s':>8} {'ratio':>7}  dags",
              f"{'baseline (import airflow.sdk + DAG)':<36} {result['baseline_median_s']:>9.3f} {'':>8} {'1.00x':>7}"]
     for name, f in result["files"].items():
@@ -157,13 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no DAG file found: {', '.join(str(f) for f in DAG_FILES)}")
     if args.runs < 7:
         print(f"note: --runs {args.runs} is below 7; fine for a smoke run, not for the record", file=sys.stderr)
-    try:
-        result = measure(files, args.runs)
-    except (ValueError, FileNotFoundError, ProbeError) as error:
-        print(f"bench.parse: {error}", file=sys.stderr)
-        return 1
-    emit(format_table(result), result, args.json)
-    return 0
+    return measure_and_emit("bench.parse", lambda: measure(files, args.runs), format_table, args.json,
+                            (ValueError, FileNotFoundError, ProbeError))
 
 
 if __name__ == "__main__":

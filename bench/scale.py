@@ -31,13 +31,14 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench import emit
+from bench import measure_and_emit, say
 from bench.live import (
     busy_local_workers,
     dags_folder,
@@ -197,89 +198,147 @@ def bake_figures(samples: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]
 # --------------------------------------------------------------------------- the live part
 
 
+@dataclass(frozen=True)
+class ScaleSettings:
+    """What one run was asked for, parallelism resolved."""
+
+    k: int
+    bake_seconds: int
+    check_interval: int
+    rps: float
+    parallelism: int
+    postgres: str | None  # admin URL of the server that gets a fresh metadata DB; None: SQLite
+
+    @property
+    def timeout_seconds(self) -> float:
+        # Every release waits through three bakes (up to 3x when traffic is short) plus its tasks.
+        return 3 * 3 * self.bake_seconds + 60 * self.k + 900
+
+    def airflow_env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            # Deferred tasks hold no pool slot (default_pool: include_deferred is off); the pool
+            # only has to fit what runs at once.
+            "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": str(max(128, self.parallelism)),
+        }
+
+
+@dataclass(frozen=True)
+class ScaleObservations:
+    """What the live part saw, for `scale_figures`."""
+
+    idle_rss_kib: int  # the triggerer's before the releases start
+    samples: list[dict[str, Any]]  # `sample` every SAMPLE_SECONDS
+    finished: dict[str, str]  # service -> the state its release ended in
+    missed_samples: int  # samples the REST API did not answer
+    runs: dict[str, dict[str, Any]]  # service -> its DAG run, as the REST API returns it
+    audit: list[dict[str, Any]]  # the sandbox's audit records
+
+
 def measure(k: int = DEFAULT_K, bake_seconds: int = DEFAULT_BAKE_SECONDS,
             check_interval: int = DEFAULT_CHECK_INTERVAL, rps: float = DEFAULT_RPS,
             parallelism: int | None = None, workdir: Path | None = None,
-            postgres: str | None = POSTGRES_ADMIN_URL, progress: Any = None) -> dict[str, Any]:
+            postgres: str | None = POSTGRES_ADMIN_URL,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the K releases and collect the figures. `postgres`: admin URL of the server that gets
     a fresh metadata DB for this run; None: the harness's SQLite (see bench/README.md: at K=20 the
     api-server's connection pool times out waiting for SQLite's single writer)."""
-    parallelism = parallelism or min(k, 32)
-    check_args(k, bake_seconds, check_interval, rps, parallelism)
+    settings = ScaleSettings(k, bake_seconds, check_interval, rps, parallelism or min(k, 32), postgres)
+    check_args(k, bake_seconds, check_interval, rps, settings.parallelism)
     say = progress or (lambda _msg: None)
-    services = service_names(k)
-    # Every release waits through three bakes (up to 3x when traffic is short) plus its tasks.
-    timeout = 3 * 3 * bake_seconds + 60 * k + 900
-    env = {
-        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-        # Deferred tasks hold no pool slot (default_pool: include_deferred is off); the pool
-        # only has to fit what runs at once.
-        "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": str(max(128, parallelism)),
-    }
     bench_started = time.monotonic()
     load_at_start = list(os.getloadavg())  # other work on the machine skews the figures
+    observed = run_releases(settings, workdir, say)
+    return {
+        **scale_figures(settings, observed),
+        "seconds": time.monotonic() - bench_started,
+        "machine": {**machine(), "loadavg_start": load_at_start},
+    }
+
+
+def run_releases(settings: ScaleSettings, workdir: Path | None, say: Callable[[str], None]) -> ScaleObservations:
+    """Start the sandbox and Airflow, trigger the K releases, sample until all ended, stop both."""
+    k, env = settings.k, settings.airflow_env()
+    services = service_names(k)
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(work_dir(workdir, "bench-scale-"))
-        if postgres:
+        if settings.postgres:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = stack.enter_context(
-                postgres_database(postgres, "istio_canary_bench_scale"))
-        sandbox = stack.enter_context(sandbox_up(root / "sandbox", scale_world(k, rps)))
+                postgres_database(settings.postgres, "istio_canary_bench_scale"))
+        sandbox = stack.enter_context(sandbox_up(root / "sandbox", scale_world(k, settings.rps)))
         folder = dags_folder(root, {f"{RELEASE_DAG_ID}.py": scale_dag_source(k)}, release_dag=False)
-        say(f"sandbox up with {k} services; starting Airflow in {root / 'airflow'} (parallelism {parallelism}, "
-            f"{'PostgreSQL' if postgres else 'SQLite'})")
+        say(f"sandbox up with {k} services; starting Airflow in {root / 'airflow'} (parallelism "
+            f"{settings.parallelism}, {'PostgreSQL' if settings.postgres else 'SQLite'})")
         with start_live_airflow(root / "airflow", connections=sandbox_connections(sandbox), dags_folder=folder,
                                 extra_env=env) as live:
             wait_for_dags(live, [RELEASE_DAG_ID])
             time.sleep(5)  # let the triggerer settle before its idle RSS is read
             idle_rss = group_rss_kib(live.processes["triggerer"].pid)
             started = time.monotonic()
-            run_ids = {s: live.trigger(release_conf(s, bake_seconds, check_interval),
+            run_ids = {s: live.trigger(release_conf(s, settings.bake_seconds, settings.check_interval),
                                        run_id=f"scale__{s}__{int(time.time())}") for s in services}
             say(f"triggered {k} releases in {time.monotonic() - started:.1f}s")
-            samples: list[dict[str, Any]] = []
-            finished: dict[str, str] = {}
-            deadline = started + timeout
-            next_report = started
-            missed = 0
-            while len(finished) < k:
-                try:
-                    samples.append(sample(live, started))
-                    for s, run_id in run_ids.items():
-                        if s not in finished:
-                            state = live.run_state(run_id)
-                            if state in ("success", "failed"):
-                                finished[s] = state
-                except requests.RequestException as error:
-                    # A slow api-server is part of the picture, not the end of the run.
-                    missed += 1
-                    say(f"sample missed: {error}")
-                now = time.monotonic()
-                if now >= next_report and samples:
-                    last = samples[-1]
-                    say(f"t={last['t']:.0f}s states={last['states']} deferred watches={last['deferred_watches']} "
-                        f"busy workers={last['busy_workers']} triggerer RSS={last['triggerer_rss_kib'] / 1024:.0f} MiB "
-                        f"finished={len(finished)}/{k}")
-                    next_report = now + 30
-                if now > deadline:
-                    raise TimeoutError(f"{k - len(finished)} releases not finished after {timeout:.0f}s; "
-                                       f"logs in {live.home}")
-                time.sleep(SAMPLE_SECONDS)
+            samples, finished, missed = sample_until_finished(live, run_ids, started, settings.timeout_seconds, say)
             runs = {s: live.api("GET", f"/dags/{RELEASE_DAG_ID}/dagRuns/{run_id}").json()
                     for s, run_id in run_ids.items()}
             audit = requests.get(f"{sandbox.api_url}/sandbox/audit", timeout=30).json()
+    return ScaleObservations(idle_rss, samples, finished, missed, runs, audit)
+
+
+def sample_until_finished(live: LiveAirflow, run_ids: Mapping[str, str], started: float, timeout: float,
+                          say: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, str], int]:
+    """(samples, service -> final state, samples missed), sampling every SAMPLE_SECONDS until every
+    run ended; TimeoutError after `timeout` seconds from `started`."""
+    samples: list[dict[str, Any]] = []
+    finished: dict[str, str] = {}
+    deadline = started + timeout
+    next_report = started
+    missed = 0
+    while len(finished) < len(run_ids):
+        try:
+            samples.append(sample(live, started))
+            for s, run_id in run_ids.items():
+                if s not in finished:
+                    state = live.run_state(run_id)
+                    if state in ("success", "failed"):
+                        finished[s] = state
+        except requests.RequestException as error:
+            # A slow api-server is part of the picture, not the end of the run.
+            missed += 1
+            say(f"sample missed: {error}")
+        now = time.monotonic()
+        if now >= next_report and samples:
+            say(_progress_line(samples[-1], len(finished), len(run_ids)))
+            next_report = now + 30
+        if now > deadline:
+            raise TimeoutError(f"{len(run_ids) - len(finished)} releases not finished after {timeout:.0f}s; "
+                               f"logs in {live.home}")
+        time.sleep(SAMPLE_SECONDS)
+    return samples, finished, missed
+
+
+def _progress_line(last: Mapping[str, Any], finished: int, k: int) -> str:
+    return (f"t={last['t']:.0f}s states={last['states']} deferred watches={last['deferred_watches']} "
+            f"busy workers={last['busy_workers']} triggerer RSS={last['triggerer_rss_kib'] / 1024:.0f} MiB "
+            f"finished={finished}/{k}")
+
+
+def scale_figures(settings: ScaleSettings, observed: ScaleObservations) -> dict[str, Any]:
+    """The result's figures from what the live part saw (all but the bench's own time and machine)."""
+    k, samples, runs, idle_rss = settings.k, observed.samples, observed.runs, observed.idle_rss_kib
     release_walls = [run_seconds(r) for r in runs.values()]
     queued = [seconds_between(r.get("queued_at"), r.get("end_date")) for r in runs.values()]
     first_queued = min(r["queued_at"] for r in runs.values())
     last_end = max(r["end_date"] for r in runs.values() if r.get("end_date"))
     bake = bake_figures(samples, k)
-    result = {
+    return {
         "k": k,
-        "database": "postgresql" if postgres else "sqlite",
-        "bake_seconds": bake_seconds,
-        "check_interval_seconds": check_interval,
-        "rps_per_service": rps,
-        "parallelism": parallelism,
-        "outcomes": dict(Counter(finished.values())),
+        "database": "postgresql" if settings.postgres else "sqlite",
+        "bake_seconds": settings.bake_seconds,
+        "check_interval_seconds": settings.check_interval,
+        "rps_per_service": settings.rps,
+        "parallelism": settings.parallelism,
+        "outcomes": dict(Counter(observed.finished.values())),
         "wall_s": seconds_between(first_queued, last_end),
         "release_wall_s": {"median": statistics.median(w for w in release_walls if w is not None),
                            "max": max(w for w in release_walls if w is not None)},
@@ -296,15 +355,12 @@ def measure(k: int = DEFAULT_K, bake_seconds: int = DEFAULT_BAKE_SECONDS,
             "per_trigger_kib": ((bake["triggerer_rss_kib_max"] - idle_rss) / k
                                 if bake["triggerer_rss_kib_max"] else None),
         },
-        "k8s": audit_figures(audit, services),
+        "k8s": audit_figures(observed.audit, service_names(k)),
         "api_s": {"median": statistics.median(x["api_s"] for x in samples) if samples else None,
                   "max": max((x["api_s"] for x in samples), default=None)},
-        "missed_samples": missed,
+        "missed_samples": observed.missed_samples,
         "samples": samples,
-        "seconds": time.monotonic() - bench_started,
-        "machine": {**machine(), "loadavg_start": load_at_start},
     }
-    return result
 
 
 # --------------------------------------------------------------------------- the table
@@ -373,19 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_args(args.k, args.bake_seconds, args.check_interval, args.rps, args.parallelism or 1)
     except ValueError as error:
         parser.error(str(error))
-
-    def say(message: str) -> None:
-        print(f"  {message}", file=sys.stderr, flush=True)
-
     print(f"bench.scale: {args.k} concurrent releases on a live Airflow", file=sys.stderr)
-    try:
-        result = measure(args.k, args.bake_seconds, args.check_interval, args.rps, args.parallelism,
-                         args.keep, postgres=None if args.sqlite else args.postgres, progress=say)
-    except (RuntimeError, TimeoutError) as error:
-        print(f"bench.scale: {error}", file=sys.stderr)
-        return 1
-    emit(format_table(result), result, args.json)
-    return 0
+    return measure_and_emit(
+        "bench.scale",
+        lambda: measure(args.k, args.bake_seconds, args.check_interval, args.rps, args.parallelism, args.keep,
+                        postgres=None if args.sqlite else args.postgres, progress=say),
+        format_table, args.json, (RuntimeError, TimeoutError))
 
 
 if __name__ == "__main__":

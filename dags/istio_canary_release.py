@@ -7,4 +7,4 @@ Trigger it with service / namespace / stable_version / canary_version (UI form, 
 
 from istio_canary.dag_factory import build_release_dag
 
-dag = build_release_dag("istio_canary_release", steps=(10, 50, 100))
+dag = build_release_dag("istio_canary_release")  # steps: DEFAULT_STEPS

@@ -9,6 +9,7 @@ and field; the other entries' DAGs still load.
 from airflow.sdk import DAG
 
 from istio_canary.core.calendar import load_calendar
+from istio_canary.core.request import DEFAULT_STEPS
 from istio_canary.dag_factory import build_release_dag, release_params
 from istio_canary.timetables import ReleaseWindowTimetable
 
@@ -17,7 +18,7 @@ planned, errors = load_calendar(defaults={key: param.value for key, param in rel
 for entry in planned:
     globals()[entry.dag_id] = build_release_dag(
         entry.dag_id,
-        steps=entry.params.get("steps") or (10, 50, 100),
+        steps=entry.params.get("steps") or DEFAULT_STEPS,
         schedule=ReleaseWindowTimetable(entry.policy_name, once=True),
         params=entry.params,
         start_date=entry.earliest,

@@ -18,12 +18,10 @@ from typing import Any
 import yaml
 
 from sandbox.errors import SandboxInputError, require_dns1123_label
+from sandbox.hosts import service_fqdn
 from sandbox.store import Store
 
 DEFAULT_WORLD_FILE = Path(__file__).with_name("default_world.yaml")
-# The simulated cluster's DNS domain: Istio expands a short host `reviews` in namespace
-# `bookinfo` to `reviews.bookinfo.svc.<MESH_DOMAIN>`.
-MESH_DOMAIN = "cluster.local"
 
 # Fields a service or version may leave out, and the values they then take.
 SERVICE_DEFAULTS: dict[str, Any] = {
@@ -77,7 +75,7 @@ class ServiceConfig:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.{MESH_DOMAIN}"
+        return service_fqdn(self.name, self.namespace)
 
     def behaviour(self) -> dict[str, Any]:
         out: dict[str, Any] = {f: getattr(self, f) for f in SERVICE_BEHAVIOUR_FIELDS}

@@ -15,7 +15,6 @@ admission plugin is off because no controller creates the `default` ServiceAccou
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import signal
@@ -70,98 +69,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-# --- certificates ---------------------------------------------------------------------------
-
-
-def _write_certificates(cert_dir: Path) -> None:
-    """CA, serving certificate for 127.0.0.1/localhost, admin client certificate, SA key pair."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import NameOID
-
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-
-    def key_pem(key: Any) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-    def name(common: str, org: str | None = None) -> x509.Name:
-        parts = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
-        if org:
-            parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        return x509.Name(parts)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name("istio-canary-test-ca")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def issue(subject: x509.Name, *, server: bool) -> tuple[Any, x509.Certificate]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [x509.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-        return key, builder.sign(ca_key, hashes.SHA256())
-
-    serving_key, serving_cert = issue(name("kube-apiserver"), server=True)
-    admin_key, admin_cert = issue(name("kubernetes-admin", "system:masters"), server=False)
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = serialization.Encoding.PEM
-    files = {
-        "ca.crt": ca_cert.public_bytes(pem),
-        "apiserver.crt": serving_cert.public_bytes(pem),
-        "apiserver.key": key_pem(serving_key),
-        "admin.crt": admin_cert.public_bytes(pem),
-        "admin.key": key_pem(admin_key),
-        "sa.key": key_pem(sa_key),
-        "sa.pub": sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
-    }
-    for file_name, data in files.items():
-        path = cert_dir / file_name
-        path.write_bytes(data)
-        path.chmod(0o600)
 
 
 # --- a small client ---------------------------------------------------------------------------
@@ -298,7 +205,9 @@ class ControlPlane:
     def start(self, crd_dir: Path | None = None) -> ControlPlane:
         """Start both, wait until /readyz answers ok, install the CRDs in `crd_dir`."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_certificates(self.cert_dir)
+        from sandbox.certificates import write_certificates  # local: cryptography only when one starts
+
+        write_certificates(self.cert_dir)
         etcd_port, etcd_peer = free_port(), free_port()
         self._spawn("etcd", [
             str(self.binaries.etcd), "--name", "kubeenv", "--data-dir", str(self.state_dir / "etcd-data"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import json
 import os
 import re
@@ -97,21 +98,23 @@ class CrdInfo:
 # --------------------------------------------------------------------------- validation core
 
 
+# JSON type names by Python type; bool before int, as bool is an int to isinstance.
+_JSON_TYPE_NAMES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
+    for python_type, name in _JSON_TYPE_NAMES:
+        if isinstance(value, python_type):
+            return name
     return type(value).__name__
 
 
@@ -126,6 +129,8 @@ def _render(value: Any) -> str:
 
 
 def _is_type(value: Any, expected: str) -> bool:
+    if expected == "int-or-string":  # x-kubernetes-int-or-string
+        return _is_type(value, "integer") or isinstance(value, str)
     if expected == "object":
         return isinstance(value, dict)
     if expected == "array":
@@ -195,39 +200,27 @@ class _Validator:
     def invalid(self, path: str, value: Any, detail: str) -> None:
         self.error(path, INVALID, f"Invalid value: {_render(value)}: {path} in body {detail}")
 
+    def type_invalid(self, path: str, value: Any, expected: str) -> None:
+        # kube-openapi's InvalidType: the bad "value" is the JSON type found.
+        found = _json_type(value)
+        self.error(
+            path,
+            TYPE_INVALID,
+            f'Invalid value: "{found}": {path} in body must be of type {expected}: "{found}"',
+        )
+
     def check(self, schema: dict[str, Any], value: Any, path: str, structural: bool = True) -> Any:
         if value is None:
             if schema.get("nullable") or (
                 schema.get("x-kubernetes-preserve-unknown-fields") and "type" not in schema
             ):
                 return None
-            self.error(
-                path,
-                TYPE_INVALID,
-                f'Invalid value: "null": {path} in body must be of type '
-                f'{schema.get("type", "object")}: "null"',
-            )
+            self.type_invalid(path, value, schema.get("type", "object"))
             return None
-        if schema.get("x-kubernetes-int-or-string"):
-            if not (_is_type(value, "integer") or isinstance(value, str)):
-                self.error(
-                    path,
-                    TYPE_INVALID,
-                    f'Invalid value: "{_json_type(value)}": {path} in body must be '
-                    f'of type int-or-string: "{_json_type(value)}"',
-                )
-                return value
-        else:
-            expected = schema.get("type")
-            if expected and not _is_type(value, expected):
-                self.error(
-                    path,
-                    TYPE_INVALID,
-                    # kube-openapi's InvalidType: the bad "value" is the JSON type found.
-                    f'Invalid value: "{_json_type(value)}": {path} in body must be '
-                    f'of type {expected}: "{_json_type(value)}"',
-                )
-                return value
+        expected = "int-or-string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
+        if expected and not _is_type(value, expected):
+            self.type_invalid(path, value, expected)
+            return value
         self._value_checks(schema, value, path)
         if isinstance(value, dict):
             value = self._object(schema, value, path, structural)
@@ -482,70 +475,67 @@ def _list_schema(item_ref: str, gvk: dict[str, str]) -> dict[str, Any]:
     }
 
 
+_WRITE_PARAMS = ("dryRun", "fieldManager", "fieldValidation")
+_LIST_PARAMS = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch")
+_BODY_TYPES = ("application/json", "application/yaml")
+# No apply-patch+yaml: the sandbox has no server-side apply.
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
+
+
+def _openapi_operation(
+    crd: CrdInfo,
+    version: str,
+    item_ref: dict[str, str],
+    action: str,
+    op_id: str,
+    response: dict[str, Any],
+    params: tuple[str, ...] = (),
+    body: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One operation of a CRD path: its query `params` and, for writes, the `body` media types."""
+    operation: dict[str, Any] = {
+        "operationId": op_id,
+        "tags": [f"{crd.group.replace('.', '')}_{version}"],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": response}}}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": crd.group, "version": version, "kind": crd.kind},
+    }
+    if params:
+        operation["parameters"] = [
+            {"name": p, "in": "query", "schema": {"type": "string", "uniqueItems": True}} for p in params
+        ]
+    if body:
+        schema = {"$ref": _META + "Patch"} if action == "patch" else item_ref
+        operation["requestBody"] = {"content": {t: {"schema": schema} for t in body}, "required": True}
+    return operation
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _openapi_paths(crd: CrdInfo, version: str, item: str, items: str) -> dict[str, Any]:
-    gvk = {"group": crd.group, "version": version, "kind": crd.kind}
+    """The paths a real server publishes for a CRD version: list, create, read, replace, patch, delete."""
     ref = {"$ref": f"#/components/schemas/{item}"}
     list_ref = {"$ref": f"#/components/schemas/{items}"}
-
-    def query(name: str, kind: str = "string") -> dict[str, Any]:
-        return {"name": name, "in": "query", "schema": {"type": kind, "uniqueItems": True}}
-
-    def op(
-        action: str,
-        op_id: str,
-        response: dict[str, Any],
-        params: tuple[str, ...] = (),
-        body: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        operation: dict[str, Any] = {
-            "operationId": op_id,
-            "tags": [f"{crd.group.replace('.', '')}_{version}"],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": response}}}
-            },
-            "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk,
-        }
-        if params:
-            operation["parameters"] = [query(p) for p in params]
-        if body:
-            schema = {"$ref": _META + "Patch"} if action == "patch" else ref
-            operation["requestBody"] = {"content": {t: {"schema": schema} for t in body}, "required": True}
-        return operation
-
-    write = ("dryRun", "fieldManager", "fieldValidation")
-    list_params = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch")
-    status_ref = {"$ref": _META + "Status"}
+    op = functools.partial(_openapi_operation, crd, version, ref)
     base = f"/apis/{crd.group}/{version}"
     kind = crd.kind
-    named = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    namespace = {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         f"{base}/{crd.plural}": {
-            "get": op("list", f"list{kind}ForAllNamespaces", list_ref, list_params),
+            "get": op("list", f"list{kind}ForAllNamespaces", list_ref, _LIST_PARAMS),
         },
         f"{base}/namespaces/{{namespace}}/{crd.plural}": {
-            "get": op("list", f"listNamespaced{kind}", list_ref, list_params),
-            "post": op(
-                "post", f"createNamespaced{kind}", ref, write, ("application/json", "application/yaml")
-            ),
-            "parameters": [namespace],
+            "get": op("list", f"listNamespaced{kind}", list_ref, _LIST_PARAMS),
+            "post": op("post", f"createNamespaced{kind}", ref, _WRITE_PARAMS, _BODY_TYPES),
+            "parameters": [_path_parameter("namespace")],
         },
         f"{base}/namespaces/{{namespace}}/{crd.plural}/{{name}}": {
             "get": op("get", f"readNamespaced{kind}", ref, ("resourceVersion",)),
-            "put": op(
-                "put", f"replaceNamespaced{kind}", ref, write, ("application/json", "application/yaml")
-            ),
-            "patch": op(
-                "patch",
-                f"patchNamespaced{kind}",
-                ref,
-                (*write, "force"),
-                # No apply-patch+yaml: the sandbox has no server-side apply.
-                ("application/json-patch+json", "application/merge-patch+json"),
-            ),
-            "delete": op("delete", f"deleteNamespaced{kind}", status_ref, ("dryRun",)),
-            "parameters": [named, namespace],
+            "put": op("put", f"replaceNamespaced{kind}", ref, _WRITE_PARAMS, _BODY_TYPES),
+            "patch": op("patch", f"patchNamespaced{kind}", ref, (*_WRITE_PARAMS, "force"), _PATCH_TYPES),
+            "delete": op("delete", f"deleteNamespaced{kind}", {"$ref": _META + "Status"}, ("dryRun",)),
+            "parameters": [_path_parameter("name"), _path_parameter("namespace")],
         },
     }
 

@@ -6,496 +6,150 @@ ready it writes `<state-dir>/runtime.json` (pids, ports, URLs). On SIGTERM/SIGIN
 stops Prometheus, then its own servers. If Prometheus exits on its own, the supervisor
 stops too (fail fast: a sandbox is either whole or gone), unless a fault stopped it.
 
-Run-time faults (`python -m sandbox fault ...`, see `FaultControl`): Prometheus stopped,
-restarted answering errors, or back up; a concurrent writer editing a VirtualService; all
-traffic stopped. API write faults live in the API server (`sandbox.apiserver.Faults`).
-
-Also here: the /proc helpers `sandbox down` uses to find and stop exactly what was started.
+Run-time faults (`python -m sandbox fault ...`) are sandbox.faultcontrol's; the /proc helpers
+`sandbox down` uses to find and stop exactly what was started are sandbox.procs'.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import copy
-import json
 import logging
 import os
-import queue
 import signal
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox import prometheus
 from sandbox.errors import SandboxInputError
+from sandbox.faultcontrol import FaultControl, MainThreadCalls, PrometheusChild, store_virtual_service_update
+from sandbox.procs import daemon_thread, process_starttime, write_json_atomic
 
 log = logging.getLogger("sandbox.supervisor")
 
 RUNTIME_FILE = "runtime.json"
-PROMETHEUS_START_ATTEMPTS = 3
-PROMETHEUS_READY_SECONDS = 30.0
-STOP_GRACE_SECONDS = 5.0
 
 
-# --- /proc helpers --------------------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is [0], pgrp [2], starttime [19])."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_alive(pid: int) -> bool:
-    """The process exists and is not a zombie (an exited process nobody has reaped yet)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def process_starttime(pid: int) -> int | None:
-    """Clock ticks since boot when `pid` started: with the pid, identifies a process for sure."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no {path.name})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(f"    {line}" for line in tail) if tail else f"({path.name} is empty)"
-
-
-# --- the supervisor -------------------------------------------------------------------------
-
-
-def _start_prometheus(state_dir: Path, generator_target: str) -> tuple[subprocess.Popen[bytes], int]:
-    """Start Prometheus and wait for /-/ready; a new port if it lost the race for one."""
-    for attempt in range(1, PROMETHEUS_START_ATTEMPTS + 1):
-        port = prometheus.free_port()
-        proc = prometheus.start(state_dir, port, generator_target)
-        deadline = time.monotonic() + PROMETHEUS_READY_SECONDS
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if prometheus.is_ready(f"http://127.0.0.1:{port}", timeout=1.0):
-                return proc, port
-            time.sleep(0.1)
-        if proc.poll() is None:
-            _stop_child(proc)
-            raise RuntimeError(
-                f"Prometheus not ready after {PROMETHEUS_READY_SECONDS:.0f}s (see prometheus.log)"
-            )
-        log.warning("Prometheus exited with %s on attempt %d (port %d)", proc.returncode, attempt, port)
-    raise RuntimeError(f"Prometheus failed to start {PROMETHEUS_START_ATTEMPTS} times (see prometheus.log)")
-
-
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _thread(target: Callable[..., Any], name: str, *args: Any) -> threading.Thread:
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-# --- run-time faults (`python -m sandbox fault ...`, served at /control/faults) -------------
-
-PROMETHEUS_MODES = ("up", "down", "errors")
-# "errors": the real Prometheus restarted with a sample limit every query of the pipeline
-# exceeds (any aggregation or range): it answers HTTP 422 {"errorType": "execution", "error":
-# "query processing would load too many samples into memory ..."}, as a real one does when a
-# query hits --query.max-samples. Single-series instant queries (its own `up`) still work, so
-# it looks alive to a health check, as an overloaded Prometheus does.
-PROMETHEUS_ERROR_ARGS = ("--query.max-samples=1",)
-WRITER_ROUTE = "sandbox-writer"
-WRITER_HEADER_PREFIX = "x-sandbox-edit-"
-WRITER_KEPT_EDITS = 200  # the route keeps the newest edits only: the object stays small
-FAULT_TARGETS = {
-    "prometheus": PROMETHEUS_MODES,
-    "writer": ("start", "stop"),
-    "traffic": ("zero", "restore"),
-    "all": ("clear",),
-}
-
-
-class MainThreadCalls:
-    """Runs callables on the supervisor's main thread for the HTTP threads. Prometheus must be
-    started there: its death signal (PR_SET_PDEATHSIG) fires when the *thread* that started it
-    exits, and an HTTP handler thread exits after each request."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]]] = queue.Queue()
-
-    def call(self, fn: Callable[[], Any], timeout: float = 90.0) -> Any:
-        done, outcome = threading.Event(), []
-        self._queue.put((fn, done, outcome))
-        if not done.wait(timeout):
-            raise RuntimeError(f"the supervisor did not act within {timeout:.0f}s")
-        result, error = outcome
-        if error is not None:
-            raise error
-        return result
-
-    def run_pending(self, wait: float) -> None:
-        """Run what is queued, waiting up to `wait` seconds for the first call."""
-        block = True
-        while True:
-            try:
-                fn, done, outcome = self._queue.get(block=block, timeout=wait if block else None)
-            except queue.Empty:
-                return
-            block = False
-            try:
-                outcome[:] = [fn(), None]
-            except Exception as exc:  # handed to the caller, who answers with it
-                outcome[:] = [None, exc]
-            done.set()
-
-
-class PrometheusChild:
-    """The Prometheus child: started on a free port, then stopped or restarted on that same
-    port by faults, its TSDB kept (as across a real outage). Main thread only, see above."""
-
-    def __init__(self, state_dir: Path, generator_target: str) -> None:
-        self.state_dir = state_dir
-        self.generator_target = generator_target
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.mode = "up"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc, self.port = _start_prometheus(self.state_dir, self.generator_target)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_child(self.proc)
-
-    def exited_unexpectedly(self) -> bool:
-        return self.mode != "down" and self.proc is not None and self.proc.poll() is not None
-
-    def set_mode(self, mode: str) -> None:
-        if mode not in PROMETHEUS_MODES:
-            raise SandboxInputError("prometheus", mode, f"must be one of {', '.join(PROMETHEUS_MODES)}")
-        if mode == self.mode and (mode == "down" or (self.proc is not None and self.proc.poll() is None)):
-            return
-        self.stop()
-        self.mode = "down"  # until Prometheus answers again
-        if mode == "down":
-            log.warning("fault: Prometheus stopped (port %d now refuses connections)", self.port)
-            return
-        extra = PROMETHEUS_ERROR_ARGS if mode == "errors" else ()
-        restarted = time.time()
-        proc = prometheus.start(self.state_dir, self.port, self.generator_target, fresh=False, extra_args=extra)
-        deadline = time.monotonic() + PROMETHEUS_READY_SECONDS
-        while not prometheus.is_ready(self.url, timeout=1.0):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop_child(proc)
-                raise RuntimeError(
-                    f"Prometheus did not come back on port {self.port} (exit code {proc.returncode}); "
-                    f"see {self.state_dir / 'prometheus.log'}"
-                )
-            time.sleep(0.1)
-        self.proc, self.mode = proc, mode
-        if mode == "up":  # with errors on, the check's own query fails: nothing to wait for
-            self._await_scrape_after(restarted)
-        log.warning("fault: Prometheus %s (pid %d, port %d)",
-                    "answering errors" if mode == "errors" else "back up", proc.pid, self.port)
-
-    def _await_scrape_after(self, since: float, timeout: float = 10.0) -> None:
-        """Until a scrape newer than the restart is stored, so the next query sees fresh data."""
-        query = f'timestamp(up{{job="{prometheus.SCRAPE_JOB}",instance="{self.generator_target}"}})'
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                scraped = prometheus.scalar(self.url, query, timeout=2.0)
-            except (OSError, RuntimeError, ValueError):
-                scraped = None
-            if scraped is not None and scraped >= since:
-                return
-            time.sleep(0.2)
-        log.warning("Prometheus restarted but has not scraped the generator within %.0fs", timeout)
-
-    def state(self) -> dict[str, Any]:
-        proc = self.proc
-        alive = proc is not None and proc.poll() is None
-        pid = proc.pid if proc is not None and alive else None
-        return {"mode": self.mode, "pid": pid, "starttime": process_starttime(pid) if pid else None,
-                "port": self.port, "url": self.url}
-
-
-VirtualServiceUpdate = Callable[[str, str, Callable[[dict[str, Any]], None]], dict[str, Any]]
-
-
-def store_virtual_service_update(store: Any) -> VirtualServiceUpdate:
-    """Read-edit-write of a VirtualService in the sandbox's own store, atomic under its lock."""
-
-    def update(namespace: str, name: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        with store.lock:  # read-check-write in one step, as the API server does
-            vs = store.get("virtualservices", namespace, name)
-            if vs is None:
-                raise LookupError(f"VirtualService {namespace}/{name} not found")
-            edit(vs)
-            return dict(store.put("virtualservices", vs))
-
-    return update
-
-
-class ConcurrentWriter:
-    """Another controller editing the same VirtualService, every `interval` seconds.
-
-    It owns one HTTP route, `sandbox-writer`, put first in `spec.http` and matching only a
-    header the traffic generator never sends (traffic is unaffected). Each edit adds one
-    request header `x-sandbox-edit-<n>: "<n>"` to it (the newest WRITER_KEPT_EDITS are kept).
-    Before each edit it checks that the route is exactly as it left it; if not, its previous
-    edit was lost (someone wrote a stale copy) and that is recorded in `lost`.
-
-    It writes through `update` (read, edit, write back in one step): straight to the store,
-    as a write by another API client lands, or to a real kube-apiserver. Either way the
-    object's resourceVersion moves, so a release writing with an older one gets a real 409.
-    Going around the sandbox's API keeps it out of the API fault plan (armed faults stay the
-    release's).
-    """
-
-    def __init__(self, update: VirtualServiceUpdate, namespace: str, name: str, interval: float) -> None:
-        self.update, self.namespace, self.name, self.interval = update, namespace, name, interval
-        self.seq = 0
-        self.edits: collections.deque[dict[str, Any]] = collections.deque(maxlen=WRITER_KEPT_EDITS)
-        self.lost: list[dict[str, Any]] = []
-        self.errors: list[str] = []
-        self.started_at = time.time()
-        self.stopped_at: float | None = None
-        self._last: dict[str, Any] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        self._thread = _thread(self._run, "fault-writer")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self.stopped_at = self.stopped_at or time.time()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.edit_once()
-            except Exception as exc:  # keep writing; say what went wrong
-                self.errors.append(f"{datetime.now(UTC).isoformat()}: {exc!r}")
-                del self.errors[:-20]
-            self._stop.wait(self.interval)
-
-    def edit_once(self) -> None:
-        seq = self.seq + 1
-        edited: dict[str, Any] = {}
-
-        def edit(vs: dict[str, Any]) -> None:
-            http = vs.setdefault("spec", {}).setdefault("http", [])
-            index = next((i for i, r in enumerate(http) if isinstance(r, dict) and r.get("name") == WRITER_ROUTE),
-                         None)
-            current = http[index] if index is not None else None
-            if self._last is not None and current != self._last:
-                self.lost.append({"seq": self.seq, "at": time.time(), "expected": self._last, "found": current})
-            route = copy.deepcopy(current) if current is not None else self._new_route(vs)
-            headers = route.setdefault("headers", {}).setdefault("request", {}).setdefault("set", {})
-            headers[f"{WRITER_HEADER_PREFIX}{seq}"] = str(seq)
-            for old in sorted((k for k in headers if k.startswith(WRITER_HEADER_PREFIX)),
-                              key=lambda k: int(k.removeprefix(WRITER_HEADER_PREFIX)))[:-WRITER_KEPT_EDITS]:
-                del headers[old]
-            if index is None:
-                http.insert(0, route)
-            else:
-                http[index] = route
-            edited["route"] = route
-
-        stored = self.update(self.namespace, self.name, edit)
-        self.seq, self._last = seq, edited["route"]
-        self.edits.append({"seq": seq, "resource_version": stored["metadata"]["resourceVersion"], "at": time.time()})
-
-    @staticmethod
-    def _new_route(vs: dict[str, Any]) -> dict[str, Any]:
-        host = (vs.get("spec", {}).get("hosts") or [vs["metadata"]["name"]])[0]
-        destination: dict[str, Any] = {"host": host}
-        # Pinned to the subset the routes use now, as a well-kept route is: a route without one
-        # would balance over every pod, canary included, and a release rightly refuses that.
-        subset = next((e["destination"]["subset"] for r in vs.get("spec", {}).get("http") or []
-                       for e in r.get("route") or [] if (e.get("destination") or {}).get("subset")), None)
-        if subset:
-            destination["subset"] = subset
-        return {
-            "name": WRITER_ROUTE,
-            "match": [{"headers": {"x-sandbox-writer": {"exact": "never-sent"}}}],
-            "route": [{"destination": destination}],
-        }
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "running": self.running,
-            "namespace": self.namespace,
-            "name": self.name,
-            "route": WRITER_ROUTE,
-            "interval_seconds": self.interval,
-            "edit_count": self.seq,
-            "edits": list(self.edits),
-            "lost": list(self.lost),
-            "errors": list(self.errors),
-            "started_at": self.started_at,
-            "stopped_at": self.stopped_at,
-        }
-
-
-def _number(field: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise SandboxInputError(field, value, f"must be a number in [{low:g}, {high:g}]")
-    return float(value)
-
-
-# The API fault state on a real kube-apiserver: the same shape, nothing ever armed.
-NO_API_FAULTS: dict[str, Any] = {"available": False, "kind": None, "count": 0, "after": 0,
-                                 "timeout_seconds": None, "queue": [], "injected": 0}
-
-
-class FaultControl:
-    """What `python -m sandbox fault` switches at run time. GET: every fault's state. POST
-    {"target", "action", ...}: prometheus up|down|errors, writer start|stop (service,
-    namespace, interval_seconds), traffic zero|restore, all clear. API write faults are armed
-    at the API server's own /sandbox/faults; `all clear` disarms them too."""
-
-    def __init__(self, *, api: Any, generator: Any, update_vs: VirtualServiceUpdate, world: Any,
-                 prom: PrometheusChild, main: MainThreadCalls, on_prometheus_change: Callable[[], None]) -> None:
-        # `api` is None on a real kube-apiserver: its write faults are the sandbox API's own.
-        self.api, self.generator, self.update_vs, self.world = api, generator, update_vs, world
-        self.prom, self.main = prom, main
-        self.on_prometheus_change = on_prometheus_change
-        self.writer: ConcurrentWriter | None = None
-        self._lock = threading.Lock()  # one change at a time
-
-    def __call__(self, method: str, payload: Any) -> tuple[int, Any]:
-        try:
-            if method == "GET":
-                return 200, self.state()
-            if not isinstance(payload, dict):
-                raise SandboxInputError("body", payload, "must be a JSON object")
-            with self._lock:
-                self.apply(payload)
-            return 200, self.state()
-        except SandboxInputError as exc:
-            return 400, {"error": str(exc), "field": exc.field, "value": exc.value, "problem": exc.problem}
-        except (RuntimeError, LookupError) as exc:
-            return 409, {"error": str(exc)}
-
-    def apply(self, payload: dict[str, Any]) -> None:
-        target, action = payload.get("target"), payload.get("action")
-        if target not in FAULT_TARGETS:
-            raise SandboxInputError("target", target, f"must be one of {', '.join(FAULT_TARGETS)}")
-        if action not in FAULT_TARGETS[target]:
-            raise SandboxInputError("action", action, f"for {target}: must be one of {', '.join(FAULT_TARGETS[target])}")
-        if target == "prometheus":
-            self._prometheus(action)
-        elif target == "traffic":
-            self.generator.set_traffic_zero(action == "zero")
-            log.warning("fault: traffic %s", "stopped (0 requests/s)" if action == "zero" else "restored")
-        elif target == "writer" and action == "start":
-            self._start_writer(payload)
-        elif target == "writer":
-            self._stop_writer()
+class Supervisor:
+    """The parts of one sandbox, built from its world config, and the phases of their life:
+    `start`, `write_runtime`, `supervise` until stopped, `shutdown`."""
+
+    def __init__(self, state_dir: Path, config_path: str | None, crd_dir: str | None, real_apiserver: bool,
+                 stop: threading.Event) -> None:
+        # Imported here: the CLI imports this module for RUNTIME_FILE and should start fast.
+        from sandbox.apiserver import make_api_server
+        from sandbox.config import load_config, seed_world
+        from sandbox.store import Store
+        from sandbox.traffic import TrafficGenerator, make_generator_server
+
+        self.state_dir, self.crd_dir, self.stop = state_dir, crd_dir, stop
+        self.world = world = load_config(config_path)
+        store = Store()
+        self.api: Any = None
+        self.cluster: Any = None
+        if real_apiserver:
+            from sandbox.realcluster import RealCluster
+
+            if not crd_dir:
+                raise SandboxInputError("--crd-dir", crd_dir,
+                                        "a real kube-apiserver needs Istio's CRD YAML (or $SANDBOX_CRDS)")
+            self.cluster = RealCluster(state_dir, world, Path(crd_dir))
         else:
-            if self.api is not None:
-                self.api.faults.disarm()
-            self._stop_writer()
-            self.generator.set_traffic_zero(False)
-            self._prometheus("up")
-            log.warning("fault: all cleared")
+            seeded = seed_world(store, world)
+            log.info("seeded %d objects for %d services from %s", seeded, len(world.services), world.source)
+            self.api = make_api_server(store, "127.0.0.1", 0, crd_dir=crd_dir)
+        self.store = store
+        self.generator = TrafficGenerator(store, world)
+        self.gen_server = make_generator_server(self.generator, "127.0.0.1", 0)
+        self.prom = PrometheusChild(state_dir, f"127.0.0.1:{self.gen_server.server_address[1]}")
+        self.main_calls = MainThreadCalls()
+        self.runtime: dict[str, Any] = {}
+        update_vs = (self.cluster.update_virtual_service if self.cluster is not None
+                     else store_virtual_service_update(store))
+        self.faults = FaultControl(api=self.api, generator=self.generator, update_vs=update_vs, world=world,
+                                   prom=self.prom, main=self.main_calls, on_prometheus_change=self.record_prometheus)
+        self.gen_server.fault_control = self.faults
+        self.threads: list[threading.Thread] = []
+        self.servers = [self.gen_server] if self.api is None else [self.api, self.gen_server]
 
-    def _prometheus(self, mode: str) -> None:
-        try:
-            self.main.call(lambda: self.prom.set_mode(mode))
-        finally:
-            self.on_prometheus_change()
+    def record_prometheus(self) -> None:
+        """runtime.json names the live Prometheus: a restart by a fault changes its pid."""
+        state = self.prom.state()
+        if self.runtime and state["pid"]:
+            self.runtime["prometheus_pid"] = state["pid"]
+            self.runtime["starttimes"] = {**self.runtime["starttimes"], str(state["pid"]): state["starttime"]}
+            write_json_atomic(self.state_dir / RUNTIME_FILE, self.runtime)
 
-    def _start_writer(self, payload: dict[str, Any]) -> None:
-        svc = self.world.find_service(payload.get("service"), payload.get("namespace"))
-        interval = _number("interval_seconds", payload.get("interval_seconds", 1.0), 0.05, 3600)
-        if self.writer is not None and self.writer.running:
-            raise RuntimeError(
-                f"the writer is already running on {self.writer.namespace}/{self.writer.name}; stop it first"
-            )
-        self.writer = ConcurrentWriter(self.update_vs, svc.namespace, svc.name, interval)
-        self.writer.start()
-        log.warning("fault: writer editing VirtualService %s/%s every %gs", svc.namespace, svc.name, interval)
+    def start(self) -> None:
+        """The API server (the stand-in's thread, or the real control plane and its kubeconfigs),
+        the generator's threads, then Prometheus."""
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.start()
+            log.info("real kube-apiserver at %s; seeded from %s", cluster.url, self.world.source)
+            self.gen_server.reseed = cluster.reseed
+            cluster.mirror_into(self.store, self.stop)
+            admin, pipeline = cluster.kubeconfigs()
+            (self.state_dir / "kubeconfig").write_text(admin)
+            (self.state_dir / "pipeline-kubeconfig").write_text(pipeline)
+        else:
+            self.threads.append(daemon_thread(self.api.serve_forever, "apiserver"))
+        self.threads.append(daemon_thread(self.gen_server.serve_forever, "generator-http"))
+        self.threads.append(daemon_thread(self.generator.run_forever, "generator", self.stop))
+        self.prom.start()
 
-    def _stop_writer(self) -> None:
-        if self.writer is not None and self.writer.running:
-            self.writer.stop()
-            log.warning("fault: writer stopped after %d edits (%d lost)", self.writer.seq, len(self.writer.lost))
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "api": self.api.faults.state() if self.api is not None else NO_API_FAULTS,
-            "prometheus": self.prom.state(),
-            "writer": self.writer.state() if self.writer is not None else {"running": False, "edit_count": 0},
-            "traffic": {"zero": self.generator.traffic_zero},
+    def write_runtime(self) -> None:
+        """runtime.json: what `sandbox up` waits for (pids, ports, URLs)."""
+        prom, cluster = self.prom, self.cluster
+        assert prom.proc is not None
+        api_url = cluster.url if cluster is not None else self.api.url
+        pid = os.getpid()
+        self.runtime = {
+            "supervisor_pid": pid,
+            "pgid": os.getpgid(0),
+            "prometheus_pid": prom.proc.pid,
+            "starttimes": {str(pid): process_starttime(pid), str(prom.proc.pid): process_starttime(prom.proc.pid)},
+            "ports": {"api": int(api_url.rsplit(":", 1)[1]), "generator": self.gen_server.server_address[1],
+                      "prometheus": prom.port},
+            "urls": {"api": api_url, "generator": self.gen_server.url, "prometheus": f"http://127.0.0.1:{prom.port}"},
+            "config": self.world.source,
+            "crd_dir": self.crd_dir,
+            "kube_api": "kube-apiserver" if cluster is not None else "sandbox",
+            "api_ca": str(cluster.ca_file) if cluster is not None else None,
+            "started_at": self.generator.started_at.isoformat(),
         }
+        if cluster is not None:
+            self.runtime["control_plane_pids"] = cluster.control_plane.pids()
+        write_json_atomic(self.state_dir / RUNTIME_FILE, self.runtime)
+        log.info("running: api %s, generator %s, prometheus %s (pid %d)",
+                 api_url, self.gen_server.url, self.runtime["urls"]["prometheus"], prom.proc.pid)
 
-    def stop(self) -> None:
-        self._stop_writer()
+    def supervise(self) -> int:
+        """Until stopped (0), or until Prometheus exits on its own (1)."""
+        while not self.stop.is_set():
+            self.main_calls.run_pending(0.5)  # fault changes to Prometheus happen on this thread
+            if self.prom.exited_unexpectedly():
+                assert self.prom.proc is not None
+                log.error("Prometheus exited with code %s; stopping the sandbox", self.prom.proc.returncode)
+                return 1
+        return 0
+
+    def shutdown(self) -> None:
+        """Faults off, Prometheus stopped, then the servers and the real control plane."""
+        self.stop.set()
+        self.faults.stop()
+        self.prom.stop()
+        for server in self.servers:
+            if self.threads:  # shutdown() waits for serve_forever: only once it was started
+                server.shutdown()
+            server.server_close()
+        if self.cluster is not None:
+            self.cluster.stop()
+        log.info("stopped at %s", datetime.now(UTC).isoformat())
 
 
-def run(state_dir: Path, config_path: str | None, crd_dir: str | None, real_apiserver: bool = False) -> int:
-    # Imported here: the CLI imports this module for its /proc helpers and should start fast.
-    from sandbox.apiserver import make_api_server
-    from sandbox.config import load_config, seed_world
-    from sandbox.store import Store
-    from sandbox.traffic import TrafficGenerator, make_generator_server
-
-    stop = threading.Event()
-
+def _stop_on_signals(stop: threading.Event) -> None:
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
         stop.set()
@@ -503,106 +157,17 @@ def run(state_dir: Path, config_path: str | None, crd_dir: str | None, real_apis
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    world = load_config(config_path)
-    store = Store()
-    api: Any = None
-    cluster: Any = None
-    if real_apiserver:
-        from sandbox.realcluster import RealCluster
 
-        if not crd_dir:
-            raise SandboxInputError("--crd-dir", crd_dir, "a real kube-apiserver needs Istio's CRD YAML (or $SANDBOX_CRDS)")
-        cluster = RealCluster(state_dir, world, Path(crd_dir))
-    else:
-        seeded = seed_world(store, world)
-        log.info("seeded %d objects for %d services from %s", seeded, len(world.services), world.source)
-        api = make_api_server(store, "127.0.0.1", 0, crd_dir=crd_dir)
-    generator = TrafficGenerator(store, world)
-    gen_server = make_generator_server(generator, "127.0.0.1", 0)
-    gen_port = gen_server.server_address[1]
-    prom = PrometheusChild(state_dir, f"127.0.0.1:{gen_port}")
-    main_calls = MainThreadCalls()
-    runtime: dict[str, Any] = {}
-
-    def record_prometheus() -> None:
-        # runtime.json names the live Prometheus: a restart by a fault changes its pid.
-        state = prom.state()
-        if runtime and state["pid"]:
-            runtime["prometheus_pid"] = state["pid"]
-            runtime["starttimes"] = {**runtime["starttimes"], str(state["pid"]): state["starttime"]}
-            write_json_atomic(state_dir / RUNTIME_FILE, runtime)
-
-    update_vs = cluster.update_virtual_service if cluster is not None else store_virtual_service_update(store)
-    faults = FaultControl(api=api, generator=generator, update_vs=update_vs, world=world, prom=prom,
-                          main=main_calls, on_prometheus_change=record_prometheus)
-    gen_server.fault_control = faults
-    threads: list[threading.Thread] = []
-    servers = [gen_server] if api is None else [api, gen_server]
+def run(state_dir: Path, config_path: str | None, crd_dir: str | None, real_apiserver: bool = False) -> int:
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    sandbox = Supervisor(state_dir, config_path, crd_dir, real_apiserver, stop)
     try:
-        if cluster is not None:
-            cluster.start()
-            log.info("real kube-apiserver at %s; seeded from %s", cluster.url, world.source)
-            gen_server.reseed = cluster.reseed
-            cluster.mirror_into(store, stop)
-            admin, pipeline = cluster.kubeconfigs()
-            (state_dir / "kubeconfig").write_text(admin)
-            (state_dir / "pipeline-kubeconfig").write_text(pipeline)
-        else:
-            threads.append(_thread(api.serve_forever, "apiserver"))
-        threads.append(_thread(gen_server.serve_forever, "generator-http"))
-        threads.append(_thread(generator.run_forever, "generator", stop))
-        prom.start()
-        assert prom.proc is not None
-        prom_port = prom.port
-        api_url = cluster.url if cluster is not None else api.url
-        runtime = {
-            "supervisor_pid": os.getpid(),
-            "pgid": os.getpgid(0),
-            "prometheus_pid": prom.proc.pid,
-            "starttimes": {
-                str(os.getpid()): process_starttime(os.getpid()),
-                str(prom.proc.pid): process_starttime(prom.proc.pid),
-            },
-            "ports": {"api": int(api_url.rsplit(":", 1)[1]), "generator": gen_port, "prometheus": prom_port},
-            "urls": {
-                "api": api_url,
-                "generator": gen_server.url,
-                "prometheus": f"http://127.0.0.1:{prom_port}",
-            },
-            "config": world.source,
-            "crd_dir": crd_dir,
-            "kube_api": "kube-apiserver" if cluster is not None else "sandbox",
-            "api_ca": str(cluster.ca_file) if cluster is not None else None,
-            "started_at": generator.started_at.isoformat(),
-        }
-        if cluster is not None:
-            runtime["control_plane_pids"] = cluster.control_plane.pids()
-        write_json_atomic(state_dir / RUNTIME_FILE, runtime)
-        log.info(
-            "running: api %s, generator %s, prometheus %s (pid %d)",
-            api_url,
-            gen_server.url,
-            runtime["urls"]["prometheus"],
-            prom.proc.pid,
-        )
-        while not stop.is_set():
-            main_calls.run_pending(0.5)  # fault changes to Prometheus happen on this thread
-            if prom.exited_unexpectedly():
-                assert prom.proc is not None
-                log.error("Prometheus exited with code %s; stopping the sandbox", prom.proc.returncode)
-                return 1
-        return 0
+        sandbox.start()
+        sandbox.write_runtime()
+        return sandbox.supervise()
     finally:
-        stop.set()
-        faults.stop()
-        prom.stop()
-        for server in servers:
-            if threads:
-                server.shutdown()
-            server.server_close()
-        if cluster is not None:
-            cluster.stop()
-        log.info("stopped at %s", datetime.now(UTC).isoformat())
+        sandbox.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

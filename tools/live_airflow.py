@@ -1,7 +1,7 @@
 """A live Airflow for tests and benchmarks: api-server, scheduler, dag-processor and triggerer
 (plus a Celery worker when asked) in a temporary AIRFLOW_HOME, driven through REST API v2.
 
-    with start_live_airflow(home, connections=sandbox_connections) as live:
+    with start_live_airflow(home, connections=sandbox_connections(box)) as live:  # sandbox.client
         run_id = live.trigger({"service": "reviews", ...})
         assert live.wait_for_run(run_id) == "success"
 

@@ -11,14 +11,13 @@ Everything it starts (the sandbox, with its Prometheus) runs in its own process 
 from __future__ import annotations
 
 import json
-import shlex
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import Any
 
+from sandbox.client import SandboxInfo, sandbox_cli, sandbox_connections
 from tools.live_airflow import AIRFLOW, PROJECT_ROOT, airflow_env
 
 STATE_DIR = PROJECT_ROOT / ".sandbox-demo"
@@ -34,27 +33,14 @@ def say(text: str) -> None:
 
 
 def sandbox(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "sandbox", *args, "--state-dir", str(STATE_DIR)],
-                   cwd=PROJECT_ROOT, check=True, stdout=subprocess.DEVNULL)
+    """`python -m sandbox ARGS --state-dir .sandbox-demo`; its errors shown, CalledProcessError on failure."""
+    result = sandbox_cli(*args, "--state-dir", str(STATE_DIR))
+    sys.stderr.write(result.stderr)
+    result.check_returncode()
 
 
-def sandbox_env() -> dict[str, str]:
-    return dict(shlex.split(line)[0].split("=", 1) for line in (STATE_DIR / "env").read_text().splitlines() if line)
-
-
-def post(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-
-
-def routes(kubeconfig: str) -> str:
-    from kubernetes import client, config
-
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
-    vs = api.get_namespaced_custom_object("networking.istio.io", "v1", "bookinfo", "virtualservices", "reviews")
-    owned = vs["spec"]["http"][-1]["route"]
+def routes(box: SandboxInfo) -> str:
+    owned = box.istio_object("virtualservices", "reviews")["spec"]["http"][-1]["route"]
     return ", ".join(f"{d['destination']['subset']} {d.get('weight', 100)}%" for d in owned)
 
 
@@ -80,27 +66,26 @@ def release(number: int, conf: dict[str, Any], env: dict[str, str]) -> None:
 def run() -> None:
     say("Starting the sandbox: Kubernetes API stand-in, traffic generator, real Prometheus")
     sandbox("up")
-    env_file = sandbox_env()
+    box = SandboxInfo.from_state_dir(STATE_DIR)
     AIRFLOW_HOME.mkdir(exist_ok=True)
-    env = airflow_env(AIRFLOW_HOME, {"AIRFLOW_CONN_KUBERNETES_DEFAULT": env_file["AIRFLOW_CONN_KUBERNETES_DEFAULT"],
-                       "AIRFLOW_CONN_PROMETHEUS_DEFAULT": env_file["AIRFLOW_CONN_PROMETHEUS_DEFAULT"]})
+    env = airflow_env(AIRFLOW_HOME, sandbox_connections(box))
     say("Preparing Airflow's metadata database (.demo-airflow/)")
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     sandbox("set", "--rps", "200")
-    print(f"   routing now: {routes(env_file['KUBECONFIG'])}")
+    print(f"   routing now: {routes(box)}")
 
     say("Release 1: a healthy reviews v2 (bake 8 s per step)")
     release(1, {**RELEASE, "bake_seconds": 8}, env)
-    print(f"   routing now: {routes(env_file['KUBECONFIG'])}")
+    print(f"   routing now: {routes(box)}")
 
     say("Release 2: back to v1, and v2 now fails 5% of requests (v1 0.5%); bake 60 s per step")
-    post(f"{env_file['SANDBOX_CONTROL_URL']}/control/reset", {})
+    box.reset()
     sandbox("set", "--rps", "200", "--version", "v1", "--error-rate", "0.005")
     sandbox("set", "--version", "v2", "--error-rate", "0.05")
-    print(f"   routing now: {routes(env_file['KUBECONFIG'])}")
+    print(f"   routing now: {routes(box)}")
     release(2, {**RELEASE, "bake_seconds": 60}, env)
-    print(f"   routing now: {routes(env_file['KUBECONFIG'])}")
+    print(f"   routing now: {routes(box)}")
 
 
 def main() -> int:
@@ -119,7 +104,8 @@ def main() -> int:
         code = 1
     finally:
         say("Stopping the sandbox")
-        subprocess.run([sys.executable, "-m", "sandbox", "down", "--state-dir", str(STATE_DIR)], cwd=PROJECT_ROOT)
+        stopped = sandbox_cli("down", "--state-dir", str(STATE_DIR))
+        print(stopped.stdout + stopped.stderr, end="")
     return code
 
 

@@ -18,14 +18,18 @@ API and our operators, whose clients load lazily: DAG files stay cheap to parse.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, task
 
-from istio_canary.core.request import DEFAULT_COOKIE_REGEX, DEFAULT_MESH_DOMAIN
+from istio_canary.core.fields import MATCH_STRATEGIES, RELEASE_FIELDS
+from istio_canary.core.request import DEFAULT_STEPS
 from istio_canary.operators.analysis import (
     CanaryAnalysisOperator,
     CanaryBakePlanOperator,
@@ -42,103 +46,33 @@ from istio_canary.operators.routing import (
 )
 from istio_canary.operators.window import ReleaseWindowGateOperator
 
-DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
+# Operators read the validated parameters through a template, not an XComArg: an XComArg
+# would add validate as an upstream of every task, and its success would satisfy the step
+# set_route's none_failed_min_one_success after a branch skipped it. Rendered as strings,
+# Airflow's default: operators.base.as_bool says why not natively.
 VALIDATED = "{{ ti.xcom_pull(task_ids='validate') | tojson }}"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-RELEASE = "Release"
-STRATEGY = "Targeted canary (header / cookie strategies)"
-ANALYSIS = "Analysis"
-SAFETY = "Safety and connections"
+KUBERNETES = {"kubernetes_conn_id": "{{ params.kubernetes_conn_id }}", "dry_run": "{{ params.dry_run }}"}
+PROMETHEUS = {"prometheus_conn_id": "{{ params.prometheus_conn_id }}", "dry_run": "{{ params.dry_run }}"}
+WINDOW = {"release_window": "{{ params.release_window }}", "window_mode": "{{ params.window_mode }}",
+          "service": "{{ params.service }}", "namespace": "{{ params.namespace }}"}
+APPROVE_PROMOTION = "approve_promotion"
+NO_APPROVAL_NEEDED = "no_approval_needed"
+PROMOTE_WINDOW = "promote_window"
+# A task entered after a branch: validate's success alone must not satisfy it.
+AFTER_BRANCH = "none_failed_min_one_success"
 
 
 def release_params(overrides: dict[str, Any] | None = None) -> dict[str, Param]:
-    """The trigger form. Names are a public contract (REST conf keys, CLI -c JSON keys)."""
-    params: dict[str, Param] = {
-        "service": Param(None, type="string", pattern=NAME_PATTERN, maxLength=63, title="Service",
-                         description="Kubernetes Service (and, by default, VirtualService and DestinationRule) name, e.g. reviews.",
-                         section=RELEASE),
-        "namespace": Param(None, type="string", pattern=NAME_PATTERN, maxLength=63, title="Namespace",
-                           description="Namespace of the service and its Istio objects.", section=RELEASE),
-        "stable_version": Param(None, type="string", minLength=1, maxLength=63, title="Stable version",
-                                description="Value of the pods' `version` label serving traffic now, e.g. v1.",
-                                section=RELEASE),
-        "canary_version": Param(None, type="string", minLength=1, maxLength=63, title="Canary version",
-                                description="Value of the new pods' `version` label, e.g. v2. Must differ from the stable version.",
-                                section=RELEASE),
-        "strategy": Param("weighted", type="string", enum=["weighted", "header", "cookie"], title="Strategy",
-                          description="weighted: shift a share of all traffic. header / cookie: first send only "
-                                      "matching requests to the canary (a targeted phase judged like a step), then shift.",
-                          section=RELEASE),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Compute and log every object and diff for every step; write nothing, no waits.",
-                         section=RELEASE),
-        "header_name": Param("user-agent", type="string", minLength=1, title="Header name",
-                             description="Header that marks canary requests (header strategy).", section=STRATEGY),
-        "header_value": Param("canary", type="string", minLength=1, title="Header value",
-                              description="Exact header value that routes to the canary.", section=STRATEGY),
-        "cookie_regex": Param(DEFAULT_COOKIE_REGEX, type="string", minLength=1, maxLength=1024, title="Cookie regex",
-                              description="RE2 regex the whole Cookie header must match (cookie strategy). The "
-                                          "default takes the cookie canary=true, not notcanary=true or canary=true2.",
-                              section=STRATEGY),
-        "bake_seconds": Param(300, type="integer", minimum=1, title="Bake time per step (s)",
-                              description="How long each step is watched before its verdict.", section=ANALYSIS),
-        "check_interval_seconds": Param(5, type="integer", minimum=1, title="Check interval (s)",
-                                        description="How often Prometheus is checked during the bake (early stop).",
-                                        section=ANALYSIS),
-        "min_requests": Param(50, type="integer", minimum=1, title="Minimum canary requests",
-                              description="Fewer canary requests than this is inconclusive, never a pass.",
-                              section=ANALYSIS),
-        "max_error_rate": Param(0.01, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
-                                title="Max error rate", description="Highest canary 5xx ratio accepted (0.01 = 1%).",
-                                section=ANALYSIS),
-        "max_p99_ms": Param(500, type="number", exclusiveMinimum=0, title="Max p99 latency (ms)",
-                            description="Highest canary p99 request duration accepted.", section=ANALYSIS),
-        "max_bake_seconds": Param(None, type=["integer", "null"], minimum=1, title="Max bake time (s)",
-                                  description="Low traffic extends the bake up to this (default: 3 x bake time).",
-                                  section=ANALYSIS),
-        "plan_bake": Param(True, type="boolean", title="Plan the bake from traffic",
-                           description="Before each step, bake long enough (up to the max bake time) to catch a "
-                                       "canary failing twice as often as stable; refuse a release whose traffic "
-                                       "cannot give that even at the max. Off: bake the bake time.",
-                           section=ANALYSIS),
-        "release_window": Param(None, type=["string", "null"], title="Release window policy",
-                                description="A policy from include/release_windows.yaml (e.g. office-hours); "
-                                            "empty: the service's policy if it has one; 'none': no window.",
-                                section=SAFETY),
-        "window_mode": Param("wait", type="string", enum=["wait", "refuse", "ignore"], title="Outside a window",
-                             description="wait: defer until the window opens (no worker slot); refuse: fail saying "
-                                         "when it opens; ignore: release now. Mid-release, a closed window holds "
-                                         "the current weight.", section=SAFETY),
-        "require_approval": Param(False, type="boolean", title="Require approval",
-                                  description="A person approves before the last step (Required actions); "
-                                              "reject or timeout rolls back.", section=SAFETY),
-        "break_stale_lock": Param(False, type="boolean", title="Break a stale release lock",
-                                  description="Take the service's release lock even if another run holds it. "
-                                              "Only when that run is known to be dead.", section=SAFETY),
-        "kubernetes_conn_id": Param("kubernetes_default", type="string", minLength=1, title="Kubernetes connection",
-                                    section=SAFETY),
-        "prometheus_conn_id": Param("prometheus_default", type="string", minLength=1, title="Prometheus connection",
-                                    section=SAFETY),
-        "istio_api_version": Param("v1", type="string", enum=["v1", "v1beta1"], title="Istio API version",
-                                   section=SAFETY),
-        "mesh_domain": Param(DEFAULT_MESH_DOMAIN, type="string", pattern=DOMAIN_PATTERN, maxLength=253,
-                             title="Mesh domain",
-                             description="The cluster's DNS domain (cluster.local unless the cluster was set "
-                                         "up with another). Istio expands a short host such as reviews to "
-                                         "reviews.<namespace>.svc.<mesh domain>; names with a dot stay as written.",
-                             section=SAFETY),
-        "virtual_services": Param([], type="array", items={"type": "string"}, title="Move with it",
-                                  description="Other VirtualServices of the namespace routing to the service "
-                                              "(e.g. an ingress-gateway one), moved in the same steps; each "
-                                              "keeps everything but its owned route.", section=SAFETY),
-        "route_name": Param(None, type=["string", "null"], title="Owned route name",
-                            description="The HTTP route the release edits; default: the host's catch-all route.",
-                            section=SAFETY),
+    """The trigger form, from the field table (core/fields.py); `overrides` are a planned
+    release's defaults (the calendar), and may add keys the form does not show."""
+    params = {
+        row.key: Param(copy.deepcopy(row.default), description=row.description, **row.schema,
+                       title=row.title, section=row.section)
+        for row in RELEASE_FIELDS
     }
     for key, value in (overrides or {}).items():
         if key in params:
-            params[key].value = value  # a planned release's defaults (the calendar)
+            params[key].value = value
         else:
             params[key] = Param(value)
     return params
@@ -148,7 +82,7 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
     """Typed, checked release parameters, or a failure naming the field, before any write."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from istio_canary.core.metrics import AnalysisConfig
+    from istio_canary.core.analysis_config import AnalysisConfig
     from istio_canary.core.request import ReleaseRequest
     from istio_canary.core.validation import ValidationError
 
@@ -169,18 +103,13 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
 
 def _refuse_unknown_params(raw: dict[str, Any], dag: Any) -> None:
     """A misspelt key ("stratgy") would otherwise be ignored and the release run with defaults."""
-    import dataclasses
     import difflib
 
-    from istio_canary.core.metrics import AnalysisConfig
-    from istio_canary.core.request import ReleaseRequest
+    from istio_canary.core.request import known_release_keys
     from istio_canary.core.validation import ValidationError
 
-    # The form's params, what the DAG declares (a calendar entry may add some), and every key
-    # the release and analysis read (REST/CLI may set e.g. canary_subset, absent from the form).
-    known = (set(release_params()) | set(getattr(dag, "params", None) or {})
-             | {f.name for f in dataclasses.fields(ReleaseRequest)}
-             | {f.name for f in dataclasses.fields(AnalysisConfig)})
+    # What the DAG declares counts too: a calendar entry may add keys.
+    known = known_release_keys() | set(getattr(dag, "params", None) or {})
     for key in sorted(set(raw) - known):
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see the DAG's params for the known ones"
@@ -199,12 +128,7 @@ def build_release_dag(
     **dag_kwargs: Any,
 ) -> DAG:
     """A release pipeline with `steps` (increasing percentages ending at 100)."""
-    steps = tuple(int(w) for w in steps)
-    if not steps or steps[-1] != 100 or any(b <= a for a, b in pairwise(steps)):
-        raise ValueError(f"steps={steps!r}: must increase strictly and end at 100")
-    if steps[0] <= 0:
-        raise ValueError(f"steps={steps!r}: the first step must be above 0")
-
+    steps = _checked_steps(steps)
     with DAG(
         dag_id=dag_id,
         schedule=schedule,
@@ -220,128 +144,183 @@ def build_release_dag(
     ) as dag:
         # One XCom, not one per key: a dict return would otherwise be split (multiple_outputs).
         validate = task(task_id="validate", retries=0, multiple_outputs=False)(_validate)(steps=list(steps))
-        # Operators read the validated parameters through a template, not an XComArg: an
-        # XComArg would add validate as an upstream of every task, and its success would
-        # satisfy the step set_route's none_failed_min_one_success after a branch skipped it.
-        release = VALIDATED
-        conns = {"kubernetes_conn_id": "{{ params.kubernetes_conn_id }}", "dry_run": "{{ params.dry_run }}"}
-        prom = {"prometheus_conn_id": "{{ params.prometheus_conn_id }}", "dry_run": "{{ params.dry_run }}"}
-        failable: list[Any] = []  # rollback runs when any of these fails
-
-        preflight = IstioPreflightOperator(task_id="preflight", release=release,
-                                           break_stale_lock="{{ params.break_stale_lock }}", retries=1, **conns)
-        destination_rule = IstioDestinationRuleOperator(task_id="destination_rule", release=release, **conns)
-        failable += [preflight, destination_rule]
-
-        def phase(group_id: str, set_route: Any, judge_state_from: str | None, label: str,
-                  next_ids: Any, plan_weights: Sequence[int] | None = None) -> Any:
-            """set_route -> watch -> analyze -> decide (branch: next, or verdict_failed)."""
-            watch = CanaryWatchOperator(task_id="watch", release=release, judge_state_from=judge_state_from,
-                                        plan_weights=plan_weights, **prom)
-            analyze = CanaryAnalysisOperator(task_id="analyze", release=release,
-                                             watch_task_id=f"{group_id}.watch", **prom)
-
-            @task.branch(task_id="decide")
-            def decide(analysis: dict[str, Any], validated: dict[str, Any]) -> str | list[str]:
-                dry_run_pass = validated["dry_run"] and analysis["outcome"] == "dry_run"
-                if analysis["outcome"] != "pass" and not dry_run_pass:
-                    return f"{group_id}.verdict_failed"
-                return next_ids(validated)
-
-            @task(task_id="verdict_failed", retries=0)
-            def verdict_failed(analysis: dict[str, Any]) -> None:
-                from airflow.sdk.exceptions import AirflowFailException
-
-                raise AirflowFailException(f"{label}: canary {analysis['outcome']}: {analysis['summary']}")
-
-            decided = decide(analyze.output, validate)
-            failed = verdict_failed(analyze.output)
-            set_route >> watch >> analyze >> decided >> failed
-            failable.extend([set_route, watch, analyze, decided, failed])
-            return decided
-
-        first_step = f"step_{steps[0]}.set_route"
-
-        @task.branch(task_id="choose_strategy")
-        def choose_strategy(validated: dict[str, Any]) -> str:
-            if validated["strategy"] in ("header", "cookie"):
-                return "targeted.set_route"
-            return "targeted.not_needed"
-
-        strategy = choose_strategy(validate)
-        window = {"release_window": "{{ params.release_window }}", "window_mode": "{{ params.window_mode }}",
-                  "service": "{{ params.service }}", "namespace": "{{ params.namespace }}"}
-        window_gate = ReleaseWindowGateOperator(task_id="window_gate", retries=0, **window)
-        # Read-only: refuses a release its traffic cannot judge before the lock or any route.
-        bake_plan = CanaryBakePlanOperator(task_id="bake_plan", release=release, steps=list(steps), **prom)
-        validate >> window_gate >> bake_plan >> preflight >> destination_rule >> strategy
-
-        from airflow.providers.standard.operators.empty import EmptyOperator
-
-        with TaskGroup("targeted", tooltip="header/cookie strategies: only matching requests reach the canary"):
-            targeted_route = IstioMatchRouteOperator(task_id="set_route", release=release, enabled=True, **conns)
-            not_needed = EmptyOperator(task_id="not_needed")
-            targeted = phase("targeted", targeted_route, None, "targeted phase", lambda _v: first_step)
-        strategy >> [targeted_route, not_needed]
-        entries: list[Any] = [targeted, not_needed]  # what may lead into the next step's set_route
-        previous_analyze = "targeted.analyze"
-
-        for index, weight in enumerate(steps):
-            group_id = f"step_{weight}"
-            with TaskGroup(group_id, tooltip=f"{weight}% of the owned route's traffic to the canary"):
-                # The first step is entered from a branch (targeted phase or not); later steps
-                # through their window hold, which carries that trigger rule instead.
-                set_route = IstioTrafficShiftOperator(
-                    task_id="set_route", release=release, canary_weight=weight,
-                    trigger_rule="none_failed_min_one_success" if index == 0 else "all_success", **conns,
-                )
-                if index == len(steps) - 1:
-                    next_ids: Any = lambda _v: "promote_window"  # noqa: E731
-                elif index == len(steps) - 2:
-                    # Before the last step: a person approves when asked to.
-                    next_ids = lambda v: "approve_promotion" if v.get("require_approval") else "no_approval_needed"  # noqa: E731
-                else:
-                    next_ids = lambda _v, nxt=f"step_{steps[index + 1]}.window": nxt  # noqa: E731
-                decided = phase(group_id, set_route, previous_analyze, f"step {weight}%", next_ids,
-                                plan_weights=steps[index:])
-                if index == 0:
-                    entries >> set_route
-                else:
-                    # Hold at the current weight while the release window is closed.
-                    hold = ReleaseWindowGateOperator(task_id="window", phase="step",
-                                                     trigger_rule="none_failed_min_one_success", **window)
-                    entries >> hold >> set_route
-                    failable.append(hold)
-            if index == len(steps) - 2:
-                approval = _approval_task(approval_timeout, steps[-1])
-                no_approval = EmptyOperator(task_id="no_approval_needed")
-                decided >> [approval, no_approval]
-                failable.append(approval)
-                entries = [approval, no_approval]
-            else:
-                entries = [decided]
-            previous_analyze = f"{group_id}.analyze"
-
-        promote_window = ReleaseWindowGateOperator(task_id="promote_window", phase="step",
-                                                   trigger_rule="none_failed_min_one_success", **window)
-        promote = IstioPromoteOperator(task_id="promote", release=release, **conns)
-        entries >> promote_window >> promote  # never promotes outside a window
-        failable += [promote_window, promote]
-
-        rollback = IstioRollbackOperator(
-            task_id="rollback",
-            # Templates: rollback must start even when validate or preflight failed.
-            release=VALIDATED,
-            snapshot="{{ (ti.xcom_pull(task_ids='preflight') or {}).get('snapshot') | tojson }}",
-            reason="a release task failed; its log says why",
-            trigger_rule="one_failed", retries=3, **conns,
-        )
-        failable >> rollback
-
-        report = task(task_id="report", trigger_rule="all_done", retries=0)(_report)(steps=list(steps))
-        outcome = task(task_id="outcome", trigger_rule="all_done", retries=0)(_outcome)()
-        [promote, rollback] >> report >> outcome
+        release = _Release(validate)
+        strategy = add_checks_before_any_write(release, steps)
+        entries = add_targeted_phase(release, strategy, first_step=steps[0])
+        for index in range(len(steps)):
+            entries = add_traffic_step(release, steps, index, entries, approval_timeout)
+        promote = add_promotion(release, entries)
+        add_rollback_and_report(release, promote, steps)
     return dag
+
+
+def _checked_steps(steps: Sequence[int]) -> tuple[int, ...]:
+    checked = tuple(int(w) for w in steps)
+    if not checked or checked[-1] != 100 or any(b <= a for a, b in pairwise(checked)):
+        raise ValueError(f"steps={checked!r}: must increase strictly and end at 100")
+    if checked[0] <= 0:
+        raise ValueError(f"steps={checked!r}: the first step must be above 0")
+    return checked
+
+
+@dataclass
+class _Release:
+    """The release DAG being built: its validate task, and the tasks whose failure rolls back."""
+
+    validate: Any
+    failable: list[Any] = field(default_factory=list)
+
+    def can_fail(self, *tasks: Any) -> None:
+        self.failable.extend(tasks)
+
+
+def add_checks_before_any_write(release: _Release, steps: tuple[int, ...]) -> Any:
+    """validate -> window_gate -> bake_plan -> preflight -> destination_rule -> choose_strategy."""
+    window_gate = ReleaseWindowGateOperator(task_id="window_gate", retries=0, **WINDOW)
+    # Read-only: refuses a release its traffic cannot judge before the lock or any route.
+    bake_plan = CanaryBakePlanOperator(task_id="bake_plan", release=VALIDATED, steps=list(steps), **PROMETHEUS)
+    preflight = IstioPreflightOperator(task_id="preflight", release=VALIDATED,
+                                       break_stale_lock="{{ params.break_stale_lock }}", retries=1, **KUBERNETES)
+    destination_rule = IstioDestinationRuleOperator(task_id="destination_rule", release=VALIDATED, **KUBERNETES)
+    strategy = task.branch(task_id="choose_strategy")(_choose_strategy)(release.validate)
+    release.validate >> window_gate >> bake_plan >> preflight >> destination_rule >> strategy
+    release.can_fail(preflight, destination_rule)
+    return strategy
+
+
+def _choose_strategy(validated: dict[str, Any]) -> str:
+    if validated["strategy"] in MATCH_STRATEGIES:
+        return "targeted.set_route"
+    return "targeted.not_needed"
+
+
+def add_targeted_phase(release: _Release, strategy: Any, first_step: int) -> list[Any]:
+    """header/cookie strategies: matching requests only, judged like a step; else not_needed.
+    Returns the tasks that may lead into the first step."""
+    with TaskGroup("targeted", tooltip="header/cookie strategies: only matching requests reach the canary"):
+        set_route = IstioMatchRouteOperator(task_id="set_route", release=VALIDATED, enabled=True, **KUBERNETES)
+        not_needed = EmptyOperator(task_id="not_needed")
+        decided = add_judged_phase(release, "targeted", set_route, "targeted phase",
+                                   on_pass=f"step_{first_step}.set_route", judge_state_from=None)
+    strategy >> [set_route, not_needed]
+    return [decided, not_needed]
+
+
+def add_traffic_step(
+    release: _Release, steps: tuple[int, ...], index: int, entries: list[Any], approval_timeout: timedelta
+) -> list[Any]:
+    """step_<w>: [window ->] set_route -> watch -> analyze -> decide, then the approval before
+    the last step. Returns the tasks that may lead into what comes next."""
+    weight = steps[index]
+    group_id = f"step_{weight}"
+    with TaskGroup(group_id, tooltip=f"{weight}% of the owned route's traffic to the canary"):
+        # The first step is entered from a branch (targeted phase or not); later steps
+        # through their window hold, which carries that trigger rule instead.
+        set_route = IstioTrafficShiftOperator(
+            task_id="set_route", release=VALIDATED, canary_weight=weight,
+            trigger_rule=AFTER_BRANCH if index == 0 else "all_success", **KUBERNETES,
+        )
+        previous_phase = "targeted" if index == 0 else f"step_{steps[index - 1]}"
+        decided = add_judged_phase(release, group_id, set_route, f"step {weight}%", on_pass=_after_step(steps, index),
+                                   judge_state_from=f"{previous_phase}.analyze", plan_weights=steps[index:])
+        if index == 0:
+            entries >> set_route
+        else:
+            # Hold at the current weight while the release window is closed.
+            hold = ReleaseWindowGateOperator(task_id="window", phase="step", trigger_rule=AFTER_BRANCH, **WINDOW)
+            entries >> hold >> set_route
+            release.can_fail(hold)
+    if index == len(steps) - 2:
+        return add_approval(release, decided, approval_timeout, steps[-1])
+    return [decided]
+
+
+def _after_step(steps: tuple[int, ...], index: int) -> str:
+    """Where a passed step goes: the next step's window hold, the approval before the last
+    step, or (after the last) the promotion's window gate."""
+    if index == len(steps) - 1:
+        return PROMOTE_WINDOW
+    if index == len(steps) - 2:
+        return APPROVE_PROMOTION
+    return f"step_{steps[index + 1]}.window"
+
+
+def add_judged_phase(
+    release: _Release, group_id: str, set_route: Any, label: str, *, on_pass: str,
+    judge_state_from: str | None, plan_weights: Sequence[int] | None = None,
+) -> Any:
+    """set_route -> watch -> analyze -> decide: `on_pass`, or verdict_failed, whose failure
+    triggers rollback (as a crash anywhere does). Returns decide."""
+    watch = CanaryWatchOperator(task_id="watch", release=VALIDATED, judge_state_from=judge_state_from,
+                                plan_weights=plan_weights, **PROMETHEUS)
+    analyze = CanaryAnalysisOperator(task_id="analyze", release=VALIDATED, watch_task_id=f"{group_id}.watch",
+                                     **PROMETHEUS)
+    decided = task.branch(task_id="decide")(_decider(group_id, on_pass))(analyze.output, release.validate)
+    failed = task(task_id="verdict_failed", retries=0)(_verdict_failure(label))(analyze.output)
+    set_route >> watch >> analyze >> decided >> failed
+    release.can_fail(set_route, watch, analyze, decided, failed)
+    return decided
+
+
+def _decider(group_id: str, on_pass: str) -> Callable[[dict[str, Any], dict[str, Any]], str]:
+    """The phase's branch: `on_pass` when the canary passed (or a dry run ran), else verdict_failed.
+    The approval is asked only when the release requires one."""
+
+    def decide(analysis: dict[str, Any], validated: dict[str, Any]) -> str:
+        dry_run_pass = validated["dry_run"] and analysis["outcome"] == "dry_run"
+        if analysis["outcome"] != "pass" and not dry_run_pass:
+            return f"{group_id}.verdict_failed"
+        if on_pass == APPROVE_PROMOTION and not validated.get("require_approval"):
+            return NO_APPROVAL_NEEDED
+        return on_pass
+
+    return decide
+
+
+def _verdict_failure(label: str) -> Callable[[dict[str, Any]], None]:
+    """The task that fails with the verdict's reason: that failure is what triggers rollback."""
+
+    def verdict_failed(analysis: dict[str, Any]) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{label}: canary {analysis['outcome']}: {analysis['summary']}")
+
+    return verdict_failed
+
+
+def add_approval(release: _Release, decided: Any, timeout: timedelta, last_step: int) -> list[Any]:
+    """A person approves the last step when the release asks for it; else no_approval_needed."""
+    approval = _approval_task(timeout, last_step)
+    no_approval = EmptyOperator(task_id=NO_APPROVAL_NEEDED)
+    decided >> [approval, no_approval]
+    release.can_fail(approval)
+    return [approval, no_approval]
+
+
+def add_promotion(release: _Release, entries: list[Any]) -> Any:
+    """promote_window -> promote: never promotes outside a window."""
+    promote_window = ReleaseWindowGateOperator(task_id=PROMOTE_WINDOW, phase="step", trigger_rule=AFTER_BRANCH,
+                                               **WINDOW)
+    promote = IstioPromoteOperator(task_id="promote", release=VALIDATED, **KUBERNETES)
+    entries >> promote_window >> promote
+    release.can_fail(promote_window, promote)
+    return promote
+
+
+def add_rollback_and_report(release: _Release, promote: Any, steps: tuple[int, ...]) -> None:
+    """rollback when any failable task failed; report and outcome always run."""
+    rollback = IstioRollbackOperator(
+        task_id="rollback",
+        # Templates: rollback must start even when validate or preflight failed.
+        release=VALIDATED,
+        snapshot="{{ (ti.xcom_pull(task_ids='preflight') or {}).get('snapshot') | tojson }}",
+        reason="a release task failed; its log says why",
+        trigger_rule="one_failed", retries=3, **KUBERNETES,
+    )
+    release.failable >> rollback
+    report = task(task_id="report", trigger_rule="all_done", retries=0)(_report)(steps=list(steps))
+    outcome = task(task_id="outcome", trigger_rule="all_done", retries=0)(_outcome)()
+    [promote, rollback] >> report >> outcome
 
 
 def _approval_task(timeout: timedelta, last_step: int) -> Any:
@@ -352,7 +331,7 @@ def _approval_task(timeout: timedelta, last_step: int) -> Any:
     # answer arrives within seconds ("state mismatch"); the question is then asked again, while
     # a rejection is final (AirflowFailException).
     return PromotionApprovalOperator(
-        task_id="approve_promotion",
+        task_id=APPROVE_PROMOTION,
         subject=f"Go to {last_step}%: {{{{ params.service }}}} {{{{ params.canary_version }}}}?",
         body="Every step so far passed its analysis. Approve to continue to the last step; "
              "reject (or no answer before the timeout) rolls the release back.",

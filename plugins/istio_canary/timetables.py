@@ -26,7 +26,8 @@ from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 from pendulum import instance
 
 from istio_canary.core.validation import ValidationError
-from istio_canary.core.windows import ALWAYS, HORIZON, WindowPolicy, load_window_config
+from istio_canary.core.window_policy import ALWAYS, HORIZON, WindowPolicy
+from istio_canary.core.windows import load_window_config
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction

@@ -1,4 +1,5 @@
-"""Airflow for the end-to-end tests: a migrated temporary AIRFLOW_HOME and `airflow dags test`."""
+"""Airflow for the end-to-end tests: a migrated temporary AIRFLOW_HOME and `airflow dags test`;
+`mesh`, the test's cluster at its seeded state with no faults."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ from typing import Any
 
 import pytest
 
+from sandbox.client import SandboxInfo, sandbox_connections
 from tests.istio_analyzer import StepAnalyzer
 from tools.live_airflow import AIRFLOW, RELEASE_DAG_ID, LiveAirflow, airflow_env, start_live_airflow
 
 DAG_ID = RELEASE_DAG_ID
 
 
-def sandbox_connections(sandbox: Any) -> dict[str, str]:
-    """The two Airflow connections (env-style) that point at the sandbox."""
-    return {key: sandbox.env[key] for key in ("AIRFLOW_CONN_KUBERNETES_DEFAULT", "AIRFLOW_CONN_PROMETHEUS_DEFAULT")}
+@pytest.fixture
+def mesh(cluster: SandboxInfo) -> Iterator[SandboxInfo]:
+    """The test's `cluster` at its seeded state, 200 rps, no faults, its Istio objects at
+    `.api` (the admin's client); every fault off and the seeded state back afterwards."""
+    cluster.fault("clear")
+    cluster.reset()
+    cluster.set_behaviour(rps=200)
+    cluster.api = cluster.istio
+    yield cluster
+    cluster.fault("clear")
+    cluster.reset()
 
 
 @pytest.fixture(scope="session")

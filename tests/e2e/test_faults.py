@@ -17,17 +17,18 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
 import pytest
 import requests
-from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of, snapshot_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import find_owned_route, routing_state
+from sandbox.client import SandboxInfo
+from tests.helpers import vs_of
 from tools.live_airflow import LiveAirflow
 
 pytestmark = pytest.mark.e2e
@@ -42,29 +43,7 @@ WRITES = ("create", "update", "patch", "delete")
 WRITER_ROUTE = "sandbox-writer"
 
 
-@pytest.fixture
-def mesh(sandbox: Any) -> Iterator[Any]:
-    """The session sandbox at its seeded state, 200 rps, no faults; every fault off afterwards."""
-    _fault(sandbox, "clear")
-    sandbox.reset()
-    sandbox.set_behaviour(rps=200)
-    sandbox.api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
-    yield sandbox
-    _fault(sandbox, "clear")
-    sandbox.reset()
-
-
-def _fault(sandbox: Any, *args: str) -> dict[str, Any]:
-    """`python -m sandbox fault ARGS`; every fault's state afterwards."""
-    result = sandbox.cli("fault", *args)
-    assert result.returncode == 0, f"fault {' '.join(args)}: {result.stdout}{result.stderr}"
-    status = sandbox.cli("fault", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    return json.loads(status.stdout)
-
-
-def vs_of(mesh: Any) -> dict[str, Any]:
-    return mesh.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "virtualservices", "reviews")
+_fault = SandboxInfo.fault  # _fault(sandbox, ARGS): `python -m sandbox fault ARGS`, every fault's state after
 
 
 def istio_writes(mesh: Any, since: float) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import requests
 from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of
-from sandbox.supervisor import group_members
+from sandbox.procs import group_members
 from tests.e2e.conftest import DAG_ID
 from tools.live_airflow import LiveAirflow
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of
 from istio_canary.core.request import ReleaseRequest
@@ -42,10 +41,10 @@ class Mesh:
 
     def __init__(self, sandbox: Any) -> None:
         self.sandbox = sandbox
-        self.api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+        self.api = sandbox.istio
 
     def get(self, plural: str) -> dict[str, Any]:
-        return self.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, plural, "reviews")
+        return self.sandbox.istio_object(plural, "reviews", NS)
 
     def vs(self) -> dict[str, Any]:
         return self.get("virtualservices")

@@ -11,7 +11,6 @@ import copy
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from istio_canary.core.lock import lock_of, outcome_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import routing_state
+from tests.helpers import dr_of, vs_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("cluster", ["kube-apiserver"], indirect=True)]
 
@@ -35,26 +35,13 @@ WRITER_ROUTE = "sandbox-writer"
 
 
 @pytest.fixture
-def mesh(cluster: Any) -> Iterator[Any]:
-    assert cluster.real, "these tests need the real kube-apiserver"
-    cluster.cli("fault", "clear")
-    cluster.reset()
-    cluster.set_behaviour(rps=200)
-    admin = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    cluster.api = client.CustomObjectsApi(admin)
-    cluster.rbac = client.RbacAuthorizationV1Api(admin)
-    cluster.pipeline = config.new_client_from_config(config_file=str(cluster.pipeline_kubeconfig))
-    yield cluster
-    cluster.cli("fault", "clear")
-    cluster.reset()
-
-
-def vs_of(mesh: Any) -> dict[str, Any]:
-    return mesh.api.get_namespaced_custom_object(GROUP, VERSION, NS, "virtualservices", "reviews")
-
-
-def dr_of(mesh: Any) -> dict[str, Any]:
-    return mesh.api.get_namespaced_custom_object(GROUP, VERSION, NS, "destinationrules", "reviews")
+def mesh(mesh: Any) -> Any:
+    """The shared `mesh` (tests/e2e/conftest.py), on the real kube-apiserver, with RBAC's API and
+    the pipeline's own client."""
+    assert mesh.real, "these tests need the real kube-apiserver"
+    mesh.rbac = client.RbacAuthorizationV1Api(mesh.api.api_client)
+    mesh.pipeline = config.new_client_from_config(config_file=str(mesh.pipeline_kubeconfig))
+    return mesh
 
 
 def status_of(call: Any) -> int:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import requests
-from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of
 from tests.e2e.conftest import AIRFLOW, DAG_ID, RunResult, sandbox_connections
@@ -42,7 +41,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, airflow_home: Any) -> Iterat
 
     state_dir = tmp_path_factory.mktemp("realworld-sandbox")
     sandbox = start_sandbox(state_dir, WORLD)
-    sandbox.api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+    sandbox.api = sandbox.istio
     try:
         yield sandbox
     finally:

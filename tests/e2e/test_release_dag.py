@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from kubernetes import client, config
 
 from istio_canary.core.lock import lock_of, outcome_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import routing_state
 from tests.conftest import BOTH_APIS
 from tests.e2e.conftest import AIRFLOW, DAG_ID, airflow_env
+from tests.helpers import dr_of, vs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -29,25 +29,6 @@ RELEASE = {"service": "reviews", "namespace": NS, "stable_version": "v1", "canar
 FAST = {"bake_seconds": 4, "check_interval_seconds": 1, "min_requests": 20,
            # Seconds-long bakes on a small sandbox: the traffic plan would stretch or refuse them.
            "plan_bake": False}
-
-
-@pytest.fixture
-def mesh(cluster: Any) -> Any:
-    cluster.reset()
-    cluster.set_behaviour(rps=200)
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
-    cluster.api = api
-    yield cluster
-    cluster.clear_api_faults()
-    cluster.reset()
-
-
-def vs_of(mesh: Any) -> dict[str, Any]:
-    return mesh.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "virtualservices", "reviews")
-
-
-def dr_of(mesh: Any) -> dict[str, Any]:
-    return mesh.api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "destinationrules", "reviews")
 
 
 @BOTH_APIS

@@ -29,11 +29,11 @@ import psutil
 import pytest
 import requests
 import yaml
-from kubernetes import client, config
 
 from istio_canary.core.lock import outcome_of
 from tests.conftest import BOTH_APIS
 from tests.e2e.conftest import AIRFLOW, DAG_ID, RunResult, airflow_env
+from tests.helpers import vs_of
 from tools.live_airflow import LiveAirflow
 
 pytestmark = pytest.mark.e2e
@@ -71,11 +71,6 @@ def kubernetes_connection(kubeconfig: Path, token: str) -> dict[str, Any]:
 def prometheus_connection(sandbox: Any, **auth: Any) -> dict[str, Any]:
     """The sandbox's Prometheus connection (host, port, schema) with `auth` fields added."""
     return {**json.loads(sandbox.env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"]), **auth}
-
-
-def vs_of(sandbox: Any) -> dict[str, Any]:
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
-    return api.get_namespaced_custom_object(ISTIO, "v1", NS, "virtualservices", "reviews")
 
 
 def audit_between(sandbox: Any, start: float, end: float) -> list[dict[str, Any]]:

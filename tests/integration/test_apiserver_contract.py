@@ -33,11 +33,11 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from sandbox.apiserver import make_api_server
+from sandbox.client import sandbox_env
 from sandbox.config import load_config, seed_world, service_objects
 from sandbox.kubeconfig import kubeconfig_yaml
 from sandbox.kubeenv import ControlPlane, KubeEnvError
 from sandbox.store import Store
-from tests.conftest import sandbox_env
 
 pytestmark = pytest.mark.integration
 

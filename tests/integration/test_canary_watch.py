@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from kubernetes import client, config
 
 from istio_canary.core.validation import ValidationError
 from istio_canary.operators.analysis import (
@@ -24,6 +23,7 @@ from istio_canary.operators.analysis import (
     CanaryBakePlanOperator,
     CanaryWatchOperator,
 )
+from tests.helpers import dest, route_to
 
 pytestmark = pytest.mark.integration
 
@@ -69,18 +69,9 @@ def analyse(params: dict[str, Any], ti: FakeTI) -> dict[str, Any]:
 
 
 def route(sandbox: Any, canary_weight: int) -> None:
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
-    vs = api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "virtualservices", "reviews")
-    dr = api.get_namespaced_custom_object("networking.istio.io", "v1", NS, "destinationrules", "reviews")
-    if not any(s["name"] == "v2" for s in dr["spec"]["subsets"]):
-        dr["spec"]["subsets"].append({"name": "v2", "labels": {"version": "v2"}})
-        api.replace_namespaced_custom_object("networking.istio.io", "v1", NS, "destinationrules", "reviews", dr)
-    destinations = [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 100 - canary_weight}]
-    if canary_weight:
-        destinations.append({"destination": {"host": "reviews", "subset": "v2"}, "weight": canary_weight})
-    vs["spec"]["http"] = [{"route": destinations}]
-    stored = api.replace_namespaced_custom_object("networking.istio.io", "v1", NS, "virtualservices", "reviews", vs)
-    sandbox.wait_for_routing(stored["metadata"]["resourceVersion"])
+    """v1 and v2 weighted 100 - canary_weight / canary_weight, once the generator routes by it."""
+    destinations = [dest("v1", 100 - canary_weight)] + ([dest("v2", canary_weight)] if canary_weight else [])
+    sandbox.wait_for_routing(route_to(sandbox.istio, [{"route": destinations}]))
 
 
 @pytest.fixture

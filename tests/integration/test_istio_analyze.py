@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from istio_canary.core.destination_rule import ensure_subsets, restore_subsets
 from istio_canary.core.istio_rules import IstioValidationError, validate_virtual_service
 from istio_canary.core.lock import finished, outcome_of, with_lock, without_own_annotations
 from istio_canary.core.preflight import other_virtual_service_refusals
@@ -30,11 +31,9 @@ from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingPlan,
     apply_plan,
-    ensure_subsets,
     plan_for_step,
     promote,
     restore_owned,
-    restore_subsets,
     routing_state,
     written_routes,
 )

@@ -69,11 +69,11 @@ from istio_canary.operators.routing import (
     IstioTrafficShiftOperator,
 )
 from sandbox.apiserver import ApiServer, make_api_server
+from sandbox.client import sandbox_env
 from sandbox.kubeconfig import kubeconfig_yaml
 from sandbox.kubeenv import ControlPlane, KubeEnvError
 from sandbox.realcluster import PIPELINE_SERVICE_ACCOUNT, RBAC_MANIFEST, RBAC_NAMESPACE
 from sandbox.store import Store
-from tests.conftest import sandbox_env
 from tools.realworld_table import Case, load_cases
 
 pytestmark = pytest.mark.integration

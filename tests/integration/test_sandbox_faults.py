@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import requests
-from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError, PrometheusUnavailableError
+from sandbox.client import SandboxInfo
 
 pytestmark = pytest.mark.integration
 
@@ -27,18 +27,14 @@ REQUESTS = 'sum(sandbox_requests_total{service="reviews"})'
 def box(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", sandbox.env["AIRFLOW_CONN_PROMETHEUS_DEFAULT"])
     sandbox.reset()
-    sandbox.api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+    sandbox.api = sandbox.istio
     yield sandbox
     cleared = sandbox.cli("fault", "clear")
     sandbox.reset()
     assert cleared.returncode == 0, cleared.stderr
 
 
-def fault(box: Any, *args: str) -> dict[str, Any]:
-    """Run `fault ARGS` (must succeed); every fault's state afterwards."""
-    result = box.cli("fault", *args)
-    assert result.returncode == 0, f"fault {' '.join(args)}: {result.stdout}{result.stderr}"
-    return json.loads(box.cli("fault", "status", "--json").stdout)
+fault = SandboxInfo.fault  # fault(box, ARGS): `python -m sandbox fault ARGS`, every fault's state after
 
 
 def label_write(box: Any, value: str) -> int:
@@ -77,7 +73,7 @@ def test_bad_values_are_refused_naming_them_and_nothing_changes(box: Any, args: 
 
 
 def test_without_a_running_sandbox_it_says_so(tmp_path: Any, sandbox: Any) -> None:
-    from tests.conftest import sandbox_cli
+    from sandbox.client import sandbox_cli
 
     result = sandbox_cli("fault", "--state-dir", str(tmp_path), "api", "500")
     assert result.returncode == 1 and f"no sandbox running in {tmp_path}" in result.stderr

@@ -260,7 +260,7 @@ def test_virtual_service_create_replace_and_patch(custom: client.CustomObjectsAp
     assert replaced["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]
     assert replaced["metadata"]["generation"] == 2
 
-    # A replace built on the old read loses: the caller must re-read (DESIGN rule 1).
+    # A replace built on the old read loses: the caller must re-read (README, "Safety rules the code keeps").
     current["spec"]["http"][0]["timeout"] = "9s"
     with pytest.raises(ApiException) as stale:
         custom.replace_namespaced_custom_object(*args, "vs-crud", current)

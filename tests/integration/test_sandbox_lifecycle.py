@@ -16,8 +16,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from sandbox.supervisor import group_members, process_alive
-from tests.conftest import PROJECT_ROOT, parse_env_file, sandbox_cli
+from sandbox.client import PROJECT_ROOT, parse_env_file, sandbox_cli
+from sandbox.procs import group_members, process_alive
 
 pytestmark = pytest.mark.integration
 

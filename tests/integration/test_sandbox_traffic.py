@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
-from istio_canary.core.request import DEFAULT_COOKIE_REGEX
+from istio_canary.core.fields import DEFAULT_COOKIE_REGEX
+from tests.helpers import dest, route_to
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ SELECTOR = (
 
 @pytest.fixture(scope="module")
 def istio(sandbox: Any) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+    return sandbox.istio
 
 
 @pytest.fixture(autouse=True)
@@ -37,26 +38,6 @@ def clean_world(sandbox: Any) -> Iterator[None]:
     sandbox.reset()
     yield
     sandbox.reset()
-
-
-def route_to(istio: client.CustomObjectsApi, http: list[dict[str, Any]]) -> str:
-    """Add subset v2 to the DestinationRule and replace the VirtualService's HTTP routes;
-    returns the VirtualService's new resourceVersion."""
-    rule = istio.get_namespaced_custom_object(GROUP, VERSION, NS, "destinationrules", "reviews")
-    if all(s["name"] != "v2" for s in rule["spec"]["subsets"]):
-        rule["spec"]["subsets"].append({"name": "v2", "labels": {"version": "v2"}})
-        istio.replace_namespaced_custom_object(GROUP, VERSION, NS, "destinationrules", "reviews", rule)
-    vs = istio.get_namespaced_custom_object(GROUP, VERSION, NS, "virtualservices", "reviews")
-    vs["spec"]["http"] = http
-    written = istio.replace_namespaced_custom_object(GROUP, VERSION, NS, "virtualservices", "reviews", vs)
-    return written["metadata"]["resourceVersion"]
-
-
-def dest(subset: str, weight: int | None = None) -> dict[str, Any]:
-    d: dict[str, Any] = {"destination": {"host": "reviews", "subset": subset}}
-    if weight is not None:
-        d["weight"] = weight
-    return d
 
 
 def count_new_requests(sandbox: Any, resource_version: str, at_least: int) -> list[dict[str, Any]]:
@@ -79,6 +60,22 @@ def _key(row: dict[str, Any]) -> tuple:
     )
 
 
+def canary_route_first(header: str, string_match: dict[str, str]) -> list[dict[str, Any]]:
+    """HTTP routes sending requests whose `header` matches to v2, everything else to v1."""
+    return [
+        {"name": "canary", "match": [{"headers": {header: string_match}}], "route": [dest("v2")]},
+        {"route": [dest("v1")]},
+    ]
+
+
+def assert_exactly_the_marked_reach_v2(sandbox: Any, rows: list[dict[str, Any]], marked: str) -> None:
+    """Every request of the `marked` header class (a counts column) went to v2, no other did."""
+    carrying = sandbox.total(rows, **{marked: True})
+    assert carrying > 300
+    assert sandbox.total(rows, **{marked: True}, version="v2") == carrying
+    assert sandbox.total(rows, **{marked: False}, version="v2") == 0
+
+
 def test_weighted_route_90_10_gives_about_10_percent_canary(
     sandbox: Any, istio: client.CustomObjectsApi
 ) -> None:
@@ -96,22 +93,9 @@ def test_header_match_route_sends_exactly_the_canary_user_agent_to_v2(
     sandbox: Any, istio: client.CustomObjectsApi
 ) -> None:
     sandbox.set_behaviour(rps=1000, header_fraction=0.3)
-    rv = route_to(
-        istio,
-        [
-            {
-                "name": "canary",
-                "match": [{"headers": {"user-agent": {"exact": "canary"}}}],
-                "route": [dest("v2")],
-            },
-            {"route": [dest("v1")]},
-        ],
-    )
+    rv = route_to(istio, canary_route_first("user-agent", {"exact": "canary"}))
     rows = count_new_requests(sandbox, rv, at_least=2000)
-    carrying = sandbox.total(rows, user_agent_canary=True)
-    assert carrying > 300
-    assert sandbox.total(rows, user_agent_canary=True, version="v2") == carrying
-    assert sandbox.total(rows, user_agent_canary=False, version="v2") == 0
+    assert_exactly_the_marked_reach_v2(sandbox, rows, "user_agent_canary")
     assert sandbox.total(rows, user_agent_canary=False, version="v1") == sandbox.total(
         rows, user_agent_canary=False
     )
@@ -121,23 +105,10 @@ def test_cookie_regex_route_sends_exactly_the_canary_cookie_to_v2(
     sandbox: Any, istio: client.CustomObjectsApi
 ) -> None:
     sandbox.set_behaviour(rps=1000, cookie_fraction=0.3)
-    rv = route_to(
-        istio,
-        [
-            {
-                "name": "canary",
-                # The release's default: the simulated canary cookie must match it.
-                "match": [{"headers": {"cookie": {"regex": DEFAULT_COOKIE_REGEX}}}],
-                "route": [dest("v2")],
-            },
-            {"route": [dest("v1")]},
-        ],
-    )
+    # The release's default: the simulated canary cookie must match it.
+    rv = route_to(istio, canary_route_first("cookie", {"regex": DEFAULT_COOKIE_REGEX}))
     rows = count_new_requests(sandbox, rv, at_least=2000)
-    carrying = sandbox.total(rows, cookie_canary=True)
-    assert carrying > 300
-    assert sandbox.total(rows, cookie_canary=True, version="v2") == carrying
-    assert sandbox.total(rows, cookie_canary=False, version="v2") == 0
+    assert_exactly_the_marked_reach_v2(sandbox, rows, "cookie_canary")
     # The user-agent is independent of the cookie and plays no part in this route.
     assert sandbox.total(rows, user_agent_canary=True, cookie_canary=False, version="v1") > 0
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from istio_canary.core.windows import DAY_NAMES
+from istio_canary.core.window_policy import DAY_NAMES
 from istio_canary.operators.window import ReleaseWindowGateOperator
 
 pytestmark = pytest.mark.integration

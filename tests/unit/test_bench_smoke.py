@@ -29,16 +29,21 @@ def smoke_result() -> dict:
     return judge.run(replicas=10, seed=7, scenarios=SMOKE_SCENARIOS)
 
 
-def test_judge_json_has_every_rule_with_rates_summing_to_one(smoke_result):
-    assert set(smoke_result) == {"scenarios"}
-    assert list(smoke_result["scenarios"]) == list(SMOKE_SCENARIOS)
-    for per_rule in smoke_result["scenarios"].values():
-        assert list(per_rule) == ["ours", "flagger", "argo", "kayenta", "oracle"]
+def assert_every_rule_summarised(result: dict, scenarios) -> None:
+    """The JSON shape of bench.judge: every scenario, every rule, rates summing to one; serializable as is."""
+    assert set(result) == {"scenarios"}
+    assert list(result["scenarios"]) == list(scenarios)
+    for name, per_rule in result["scenarios"].items():
+        assert list(per_rule) == ["ours", "flagger", "argo", "kayenta", "oracle"] == list(judge.RULES), name
         for summary in per_rule.values():
             assert set(summary) == SUMMARY_KEYS
             assert math.isclose(summary["promoted"] + summary["rolled_back"] + summary["inconclusive"], 1.0)
             assert all(v >= 0 and math.isfinite(v) for v in summary.values())
-    json.dumps(smoke_result)  # serializable as is
+    json.dumps(result)
+
+
+def test_judge_json_has_every_rule_with_rates_summing_to_one(smoke_result):
+    assert_every_rule_summarised(smoke_result, SMOKE_SCENARIOS)
 
 
 def test_ours_and_the_oracle_stop_bad_canaries_and_promote_healthy_ones(smoke_result):
@@ -106,15 +111,7 @@ def families_result() -> dict:
 
 
 def test_every_family_runs_with_every_rule_in_the_json_shape(families_result):
-    assert set(families_result) == {"scenarios"}
-    assert list(families_result["scenarios"]) == list(SCENARIOS)
-    for name, per_rule in families_result["scenarios"].items():
-        assert list(per_rule) == list(judge.RULES), name
-        for summary in per_rule.values():
-            assert set(summary) == SUMMARY_KEYS
-            assert math.isclose(summary["promoted"] + summary["rolled_back"] + summary["inconclusive"], 1.0)
-            assert all(v >= 0 and math.isfinite(v) for v in summary.values())
-    json.dumps(families_result)
+    assert_every_rule_summarised(families_result, SCENARIOS)
     assert "family moderate" in judge.format_table(families_result)
     markdown = judge.format_markdown(families_result)
     assert all(f"#### {family}" in markdown for family in FAMILY_NAMES)
@@ -375,3 +372,33 @@ def test_scale_counts_writes_per_release_and_the_bake_samples():
                     "max_running_tis": 0, "busy_workers_max": 1, "busy_workers_median": 0,
                     "triggerer_rss_kib_max": 160}
     assert scale.bake_figures(samples, k=3)["samples"] == 0
+
+
+def test_scale_figures_come_from_the_runs_samples_and_audit_log_alone():
+    settings = scale.ScaleSettings(k=2, bake_seconds=60, check_interval=5, rps=20.0, parallelism=2, postgres=None)
+    assert settings.airflow_env() == {"AIRFLOW__CORE__PARALLELISM": "2", "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "128"}
+    assert settings.timeout_seconds == 3 * 3 * 60 + 60 * 2 + 900
+    runs = {
+        "scale-001": {"queued_at": "2026-01-01T00:00:00Z", "start_date": "2026-01-01T00:00:01Z",
+                      "end_date": "2026-01-01T00:03:01Z"},
+        "scale-002": {"queued_at": "2026-01-01T00:00:02Z", "start_date": "2026-01-01T00:00:02Z",
+                      "end_date": "2026-01-01T00:04:02Z"},
+    }
+    samples = [{"t": t, "running": r, "deferred_watches": d, "busy_workers": b, "triggerer_rss_kib": m, "api_s": a}
+               for t, r, d, b, m, a in [(0, 2, 0, 2, 1024, 0.1), (2, 0, 2, 0, 3072, 0.3), (4, 1, 1, 1, 2048, 0.2)]]
+    audit = [{"verb": "update", "resource": "virtualservices", "name": s, "code": 200, "namespace": "bench",
+              "dry_run": False} for s in ("scale-001", "scale-002")]
+    observed = scale.ScaleObservations(idle_rss_kib=1024, samples=samples,
+                                       finished={"scale-001": "success", "scale-002": "success"},
+                                       missed_samples=1, runs=runs, audit=audit)
+    result = scale.scale_figures(settings, observed)
+    assert result["database"] == "sqlite" and result["outcomes"] == {"success": 2}
+    assert result["wall_s"] == 242 and result["release_wall_s"] == {"median": 210, "max": 240}
+    assert result["release_queued_to_end_s_max"] == 240
+    assert result["all_deferred"]["samples"] == 1 and result["running_slots_during_bake"] == 0
+    assert result["triggerer_rss_mib"] == {"idle": 1.0, "all_deferred_max": 3.0, "run_max": 3.0,
+                                           "per_trigger_kib": 1024.0}
+    assert result["k8s"]["writes_per_release"] == [1, 1] and result["missed_samples"] == 1
+    assert result["api_s"] == {"median": 0.2, "max": 0.3}
+    result.update(seconds=1.0, machine={"nproc": 2, "loadavg": [0.5], "loadavg_start": [0.25]})
+    assert "all K watches deferred at once" in scale.format_table(result)

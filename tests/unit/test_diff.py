@@ -1,4 +1,4 @@
-"""Diffs and route summaries that task logs show to the people running a release."""
+"""YAML diffs that task logs show to the people running a release."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from istio_canary.core.diff import strip_volatile, summarize_routes, yaml_diff
+from istio_canary.core.diff import strip_volatile, yaml_diff
 from istio_canary.core.request import ReleaseRequest
-from istio_canary.core.routing import RoutingPlan, apply_plan, set_weights
+from istio_canary.core.routing import set_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -96,35 +96,3 @@ def test_creation_and_deletion_diff_against_nothing() -> None:
     deleted = yaml_diff(dr, None, "destinationrule bookinfo/reviews")
     assert deleted.splitlines()[1] == "+++ /dev/null"
     assert yaml_diff(None, None, "x") == ""
-
-
-def test_summarize_routes_one_line_per_route() -> None:
-    vs, _ = load("reviews_bookinfo.yaml")
-    during = apply_plan(vs, REQUEST, RoutingPlan(10, match_route=True))
-    assert summarize_routes(during) == "\n".join(
-        [
-            "http[0] jason: match header[end-user]='jason' -> reviews/v2",
-            "http[1] reviews-canary: match header[x-canary]='canary' -> reviews/v3",
-            "http[2] -: match * -> reviews/v1 90%, reviews/v3 10%",
-        ]
-    )
-
-
-def test_summarize_routes_shows_policies_ports_and_relative_weights() -> None:
-    vs, _ = load("ratings_resilience.yaml")
-    vs["spec"]["http"][1]["route"] = [
-        {"destination": {"host": "ratings", "subset": "v1", "port": {"number": 9080}}, "weight": 3},
-        {"destination": {"host": "ratings", "subset": "v2", "port": {"number": 9080}}, "weight": 1},
-    ]
-    assert summarize_routes(vs).splitlines() == [
-        "http[0] health: match uri='/health' & method='GET' "
-        "-> ratings.bookinfo.svc.cluster.local:9080 [timeout]",
-        "http[1] default: match * -> ratings/v1:9080 weight=3, ratings/v2:9080 weight=1 "
-        "[fault, retries, timeout, mirror]",
-    ]
-    frontend, _ = load("frontend_gateways.yaml")
-    assert summarize_routes(frontend).splitlines()[0] == (
-        "http[0] ingress-redirect: match uri='/old-shop' & gateways=['istio-ingress/public-gateway'] "
-        "-> redirect"
-    )
-    assert summarize_routes({"spec": {"tcp": []}}) == "(no http routes)"

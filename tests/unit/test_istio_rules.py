@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from istio_canary.core.hosts import canonical_host
 from istio_canary.core.istio_rules import (
     IstioValidationError,
-    canonical_host,
     validate_destination_rule,
     validate_virtual_service,
 )

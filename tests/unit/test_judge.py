@@ -15,18 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from istio_canary.core.judge import (
-    Baseline,
-    JudgeState,
-    Observation,
-    Outcome,
-    Verdict,
-    final_verdict,
-    judge,
-    judge_no_data,
-    needs_extension,
-)
-from istio_canary.core.metrics import AnalysisConfig, Measurement
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.judge import final_verdict, judge, judge_no_data, needs_extension
+from istio_canary.core.judge_state import JudgeState, Observation
+from istio_canary.core.samples import Measurement
+from istio_canary.core.verdict import Baseline, Verdict, VerdictOutcome
 
 RPS = 50
 CHECK_SECONDS = 5
@@ -89,7 +82,7 @@ class Run:
     @property
     def failed_at(self) -> int | None:
         """Index of the first failing check, None if none failed."""
-        return next((i for i, v in enumerate(self.verdicts) if v.outcome is Outcome.FAIL), None)
+        return next((i for i, v in enumerate(self.verdicts) if v.outcome is VerdictOutcome.FAIL), None)
 
     def canary_requests_at_fail(self) -> float | None:
         index = self.failed_at
@@ -123,7 +116,7 @@ def watch(
         )
         verdict, state = judge(config, observation, state)
         verdicts.append(verdict)
-        if stop_on_fail and verdict.outcome is Outcome.FAIL:
+        if stop_on_fail and verdict.outcome is VerdictOutcome.FAIL:
             return Run(verdicts, state, None)
     last = None
     if final and observation is not None:
@@ -160,15 +153,15 @@ def naive_z_test_fails(intervals: Sequence[Interval], alpha: float) -> bool:
 def test_healthy_canary_passes_against_in_release_stable() -> None:
     run = watch(traffic(seed=1, canary_rate=STABLE_ERROR_RATE, checks=60))
     assert run.failed_at is None
-    assert run.final is not None and run.final.outcome is Outcome.PASS, run.final.table()
+    assert run.final is not None and run.final.outcome is VerdictOutcome.PASS, run.final.table()
     assert run.final.baseline is Baseline.IN_RELEASE
-    assert run.verdicts[-1].outcome is Outcome.PASS
+    assert run.verdicts[-1].outcome is VerdictOutcome.PASS
     assert run.final.final and "final verdict: PASS" in run.final.table()
 
 
 def test_healthy_canary_with_history_uses_both_baselines() -> None:
     run = watch(traffic(seed=2, canary_rate=STABLE_ERROR_RATE, checks=60), history=HISTORY)
-    assert run.final is not None and run.final.outcome is Outcome.PASS, run.final.table()
+    assert run.final is not None and run.final.outcome is VerdictOutcome.PASS, run.final.table()
     assert run.final.baseline is Baseline.BOTH
     # Stable has served thousands of requests in this release: its rate (at its upper bound)
     # plus the 50 % margin is the reference, not the pre-release hour's.
@@ -192,12 +185,12 @@ def test_drifted_history_does_not_fail_a_healthy_canary_at_100_percent() -> None
     earlier, state = [], None
     for seed, weight in ((31, 0.1), (32, 0.5)):
         run = watch(traffic(seed, STABLE_ERROR_RATE, checks=12, weights=(weight,)), history=quiet_hour, state=state)
-        assert run.final is not None and run.final.outcome is Outcome.PASS, run.final.table()
+        assert run.final is not None and run.final.outcome is VerdictOutcome.PASS, run.final.table()
         earlier.append(run)
         state = run.state
     last = watch(traffic(33, STABLE_ERROR_RATE, checks=24, weights=(1.0,)), history=quiet_hour, state=state)
     assert last.failed_at is None and last.final is not None, last.verdicts[-1].table()
-    assert last.final.outcome is Outcome.PASS, last.final.table()
+    assert last.final.outcome is VerdictOutcome.PASS, last.final.table()
 
 
 @pytest.mark.parametrize("canary_rate", [0.02, 0.05])
@@ -215,16 +208,16 @@ def test_bad_canary_fails_early(canary_rate: float, capsys: pytest.CaptureFixtur
     if canary_rate == 0.05:
         assert failed == 100
         assert median <= 250  # order of a hundred requests, not thousands
-        reasons = {r.name for run in runs for r in run.verdicts[-1].reasons if r.outcome is Outcome.FAIL}
+        reasons = {r.name for run in runs for r in run.verdicts[-1].reasons if r.outcome is VerdictOutcome.FAIL}
         assert reasons <= {"errors_vs_stable", "errors_vs_baseline", "errors_vs_max"}
     else:
         assert failed >= 90
         assert median <= 1000
     for seed, run in enumerate(runs):  # what step 10 let through, step 50 stops (state carried)
-        if run.failed_at is None and not (run.final is not None and run.final.outcome is Outcome.FAIL):
+        if run.failed_at is None and not (run.final is not None and run.final.outcome is VerdictOutcome.FAIL):
             step_50 = watch(traffic(seed + 1000, canary_rate, checks=60, weights=(0.5,)), history=HISTORY,
                             state=run.state)
-            assert step_50.failed_at is not None or step_50.final.outcome is Outcome.FAIL
+            assert step_50.failed_at is not None or step_50.final.outcome is VerdictOutcome.FAIL
 
 
 def test_clearly_broken_canary_fails_before_min_requests() -> None:
@@ -235,16 +228,16 @@ def test_clearly_broken_canary_fails_before_min_requests() -> None:
 
 def test_no_requests_is_inconclusive_never_pass() -> None:
     run = watch([(0, 0, 250, 1)] * 60)
-    assert {v.outcome for v in run.verdicts} == {Outcome.INCONCLUSIVE}
-    assert run.final is not None and run.final.outcome is Outcome.INCONCLUSIVE
+    assert {v.outcome for v in run.verdicts} == {VerdictOutcome.INCONCLUSIVE}
+    assert run.final is not None and run.final.outcome is VerdictOutcome.INCONCLUSIVE
     assert "fewer than min_requests" in run.final.summary
     assert needs_extension(CONFIG, elapsed_s=300, canary_requests=0)
 
 
 def test_too_few_requests_is_inconclusive_even_when_error_free() -> None:
     run = watch([(1, 0, 249, 1)] * 40)  # 40 canary requests, none failed
-    assert run.final is not None and run.final.outcome is Outcome.INCONCLUSIVE
-    assert all(v.outcome is Outcome.INCONCLUSIVE for v in run.verdicts)
+    assert run.final is not None and run.final.outcome is VerdictOutcome.INCONCLUSIVE
+    assert all(v.outcome is VerdictOutcome.INCONCLUSIVE for v in run.verdicts)
 
 
 def test_nan_data_is_inconclusive_then_fails_after_max_inconclusive() -> None:
@@ -260,24 +253,24 @@ def test_nan_data_is_inconclusive_then_fails_after_max_inconclusive() -> None:
         verdict, state = judge(CONFIG, nan, state)
         outcomes.append(verdict.outcome)
         assert "invalid" in verdict.summary or "inconclusive checks in a row" in verdict.summary
-    assert outcomes == [Outcome.INCONCLUSIVE] * CONFIG.max_inconclusive + [Outcome.FAIL]
+    assert outcomes == [VerdictOutcome.INCONCLUSIVE] * CONFIG.max_inconclusive + [VerdictOutcome.FAIL]
     final, _ = final_verdict(CONFIG, nan, None)
-    assert final.outcome is Outcome.INCONCLUSIVE
+    assert final.outcome is VerdictOutcome.INCONCLUSIVE
 
 
 def test_missing_p99_is_inconclusive() -> None:
     run = watch(traffic(seed=3, canary_rate=STABLE_ERROR_RATE, checks=20), p99=(None, 100.0), final=False)
     late = [v for v in run.verdicts if v.statistics["canary_requests"] >= CONFIG.min_requests]
-    assert late and all(v.outcome is not Outcome.PASS for v in late)
-    assert any(r.name == "p99_ms" and r.outcome is Outcome.INCONCLUSIVE for r in late[0].reasons)
+    assert late and all(v.outcome is not VerdictOutcome.PASS for v in late)
+    assert any(r.name == "p99_ms" and r.outcome is VerdictOutcome.INCONCLUSIVE for r in late[0].reasons)
 
 
 def test_prometheus_down_counts_toward_max_inconclusive_and_a_pass_resets_it() -> None:
     verdict, state = judge_no_data(CONFIG, None, "Prometheus unavailable: connection refused")
-    assert verdict.outcome is Outcome.INCONCLUSIVE and "connection refused" in verdict.summary
+    assert verdict.outcome is VerdictOutcome.INCONCLUSIVE and "connection refused" in verdict.summary
     for _ in range(CONFIG.max_inconclusive - 1):
         verdict, state = judge_no_data(CONFIG, state, "down")
-    assert verdict.outcome is Outcome.INCONCLUSIVE and state.inconclusive_streak == CONFIG.max_inconclusive
+    assert verdict.outcome is VerdictOutcome.INCONCLUSIVE and state.inconclusive_streak == CONFIG.max_inconclusive
     healthy = Observation(
         canary=Measurement(100.0, 0.0),
         stable=Measurement(900.0, 4.0),
@@ -285,11 +278,11 @@ def test_prometheus_down_counts_toward_max_inconclusive_and_a_pass_resets_it() -
         window_stable=Measurement(900.0, 4.0, 95.0),
     )
     verdict, state = judge(CONFIG, healthy, state)
-    assert verdict.outcome is Outcome.PASS and state.inconclusive_streak == 0
+    assert verdict.outcome is VerdictOutcome.PASS and state.inconclusive_streak == 0
     for _ in range(CONFIG.max_inconclusive):
         verdict, state = judge_no_data(CONFIG, state, "down")
     verdict, state = judge_no_data(CONFIG, state, "down")
-    assert verdict.outcome is Outcome.FAIL and "inconclusive checks in a row" in verdict.summary
+    assert verdict.outcome is VerdictOutcome.FAIL and "inconclusive checks in a row" in verdict.summary
 
 
 def test_incident_on_both_versions_is_not_blamed_on_the_canary() -> None:
@@ -297,13 +290,13 @@ def test_incident_on_both_versions_is_not_blamed_on_the_canary() -> None:
     run = watch(intervals, history=HISTORY, stop_on_fail=False)
     # Never failed for it: stable is just as bad, and the error tests do not accuse the canary.
     assert run.failed_at is None, run.verdicts[-1].table()
-    assert all(v.outcome is not Outcome.FAIL for v in run.verdicts)
+    assert all(v.outcome is not VerdictOutcome.FAIL for v in run.verdicts)
     last = run.verdicts[-1]
     assert any(r.name == "incident" and "discounted" in r.detail for r in last.reasons)
     assert last.statistics["e_errors_vs_stable"] < last.statistics["e_threshold"]
     assert run.state.skipped_intervals["errors_vs_max"] > 0
     # The floor on the window: stable above max_error_rate too, so judged against stable.
-    assert run.final is not None and run.final.outcome is not Outcome.FAIL, run.final.table()
+    assert run.final is not None and run.final.outcome is not VerdictOutcome.FAIL, run.final.table()
     floor = next(r for r in run.final.reasons if r.name == "error_rate")
     assert "stable above max_error_rate too" in floor.detail
 
@@ -315,10 +308,10 @@ def test_short_incident_is_not_blamed_on_the_canary_afterwards() -> None:
     assert run.failed_at is None, run.verdicts[-1].table()
     for verdict in run.verdicts[10:13]:
         assert any(r.name == "incident" for r in verdict.reasons), verdict.table()
-        assert verdict.outcome is not Outcome.FAIL
+        assert verdict.outcome is not VerdictOutcome.FAIL
     assert run.state.skipped_intervals["errors_vs_max"] >= 3
     last = run.verdicts[-1]
-    assert all(r.outcome is Outcome.PASS for r in last.reasons if r.name.startswith("errors_vs_")), (
+    assert all(r.outcome is VerdictOutcome.PASS for r in last.reasons if r.name.startswith("errors_vs_")), (
         last.table()
     )
     assert last.statistics["inconclusive_streak"] == 0
@@ -332,23 +325,23 @@ def test_one_burst_does_not_decide_a_step_without_stable_but_a_steady_failure_do
     burst = [(500, 50, 0, 0)]
     run = watch(quiet[:2] + burst + quiet[2:] + quiet[:1], history=HISTORY)
     assert run.failed_at is None, run.verdicts[-1].table()
-    assert run.final is not None and run.final.outcome is Outcome.PASS, run.final.table()
+    assert run.final is not None and run.final.outcome is VerdictOutcome.PASS, run.final.table()
     steady = watch([(500, 25, 0, 0)] * 6, history=HISTORY)  # 5 %, every interval
     assert steady.failed_at is not None and steady.failed_at >= 2  # three intervals of evidence
-    assert (steady.final or steady.verdicts[-1]).outcome is Outcome.FAIL
+    assert (steady.final or steady.verdicts[-1]).outcome is VerdictOutcome.FAIL
 
 
 def test_canary_alone_at_100_percent_is_judged_against_history() -> None:
     bad = watch([(250, 12, 0, 0)] * 20, history=HISTORY)  # 100 % step, canary at ~5 %
     assert bad.failed_at is not None and bad.failed_at <= 3
     assert bad.verdicts[-1].baseline is Baseline.HISTORY
-    failed = {r.name for r in bad.verdicts[-1].reasons if r.outcome is Outcome.FAIL}
+    failed = {r.name for r in bad.verdicts[-1].reasons if r.outcome is VerdictOutcome.FAIL}
     assert "errors_vs_baseline" in failed
     good = watch(
         [(250, errors, 0, 0) for errors in [1, 2, 1, 0] * 5],  # 0.4 %, history 0.5 %
         history=HISTORY,
     )
-    assert good.final is not None and good.final.outcome is Outcome.PASS, good.final.table()
+    assert good.final is not None and good.final.outcome is VerdictOutcome.PASS, good.final.table()
     assert good.final.baseline is Baseline.HISTORY
     alone = watch([(250, 1, 0, 0)] * 20)
     assert alone.final is not None and alone.final.baseline is Baseline.NONE
@@ -359,24 +352,24 @@ def test_latency_regression_fails() -> None:
     slow = watch(intervals, p99=(180.0, 100.0))
     # A relative p99 regression is re-checked during the bake and decided at its end.
     assert slow.failed_at is None
-    assert slow.final is not None and slow.final.outcome is Outcome.FAIL
+    assert slow.final is not None and slow.final.outcome is VerdictOutcome.FAIL
     reason = next(r for r in slow.final.reasons if r.name == "p99_vs_stable")
-    assert reason.outcome is Outcome.FAIL and reason.threshold == pytest.approx(120.0)
+    assert reason.outcome is VerdictOutcome.FAIL and reason.threshold == pytest.approx(120.0)
     during = next(r for r in slow.verdicts[-1].reasons if r.name == "p99_vs_stable")
-    assert during.outcome is Outcome.INCONCLUSIVE
+    assert during.outcome is VerdictOutcome.INCONCLUSIVE
     within = watch(intervals, p99=(115.0, 100.0))
-    assert within.final is not None and within.final.outcome is Outcome.PASS
+    assert within.final is not None and within.final.outcome is VerdictOutcome.PASS
     too_slow = watch(intervals, p99=(650.0, 640.0))  # both over max_p99_ms: not blamed at once
-    assert too_slow.verdicts[too_slow.failed_at or 0].outcome in (Outcome.INCONCLUSIVE, Outcome.FAIL)
-    assert all(v.outcome is not Outcome.PASS for v in too_slow.verdicts[2:])
+    assert too_slow.verdicts[too_slow.failed_at or 0].outcome in (VerdictOutcome.INCONCLUSIVE, VerdictOutcome.FAIL)
+    assert all(v.outcome is not VerdictOutcome.PASS for v in too_slow.verdicts[2:])
     over_max = watch(intervals, p99=(650.0, 100.0))
-    assert any(r.name == "p99_ms" and r.outcome is Outcome.FAIL for r in over_max.verdicts[-1].reasons)
+    assert any(r.name == "p99_ms" and r.outcome is VerdictOutcome.FAIL for r in over_max.verdicts[-1].reasons)
 
 
 def test_p99_of_few_requests_is_not_compared_but_max_p99_still_applies() -> None:
     few = traffic(seed=7, canary_rate=STABLE_ERROR_RATE, checks=10)  # ~250 canary requests
     run = watch(few, p99=(180.0, 100.0))
-    assert run.final is not None and run.final.outcome is Outcome.PASS, run.final.table()
+    assert run.final is not None and run.final.outcome is VerdictOutcome.PASS, run.final.table()
     reason = next(r for r in run.final.reasons if r.name == "p99_vs_stable")
     assert "not compared" in reason.detail
     over = watch(few, p99=(650.0, 100.0))
@@ -387,8 +380,8 @@ def test_error_rate_floor_applies_at_bake_end_when_significant() -> None:
     # 2.4 % errors over 1,250 requests: significantly above max_error_rate (1 %) at bake end.
     intervals = [(25, 1 if i % 5 < 3 else 0, 225, 1) for i in range(50)]
     run = watch(intervals, stop_on_fail=False)
-    assert run.final is not None and run.final.outcome is Outcome.FAIL
-    assert any(r.name == "error_rate" and r.outcome is Outcome.FAIL for r in run.final.reasons)
+    assert run.final is not None and run.final.outcome is VerdictOutcome.FAIL
+    assert any(r.name == "error_rate" and r.outcome is VerdictOutcome.FAIL for r in run.final.reasons)
 
 
 def test_error_rate_just_above_the_floor_by_chance_is_not_a_failure() -> None:
@@ -399,7 +392,7 @@ def test_error_rate_just_above_the_floor_by_chance_is_not_a_failure() -> None:
     run = watch(intervals)
     assert run.final is not None
     floor = next(r for r in run.final.reasons if r.name == "error_rate")
-    assert floor.outcome is Outcome.PASS and "not significantly" in floor.detail, run.final.table()
+    assert floor.outcome is VerdictOutcome.PASS and "not significantly" in floor.detail, run.final.table()
 
 
 def test_custom_metrics_threshold_and_stable_comparison() -> None:
@@ -419,18 +412,18 @@ def test_custom_metrics_threshold_and_stable_comparison() -> None:
     )
     intervals = traffic(seed=8, canary_rate=STABLE_ERROR_RATE, checks=20)
     good = watch(intervals, config, custom=({"cache_hit_ratio": 0.93}, {"cache_hit_ratio": 0.95}))
-    assert good.final is not None and good.final.outcome is Outcome.PASS
+    assert good.final is not None and good.final.outcome is VerdictOutcome.PASS
     worse = watch(intervals, config, custom=({"cache_hit_ratio": 0.85}, {"cache_hit_ratio": 0.95}))
     assert worse.failed_at is not None
-    assert {r.name for r in worse.verdicts[-1].reasons if r.outcome is Outcome.FAIL} == {
+    assert {r.name for r in worse.verdicts[-1].reasons if r.outcome is VerdictOutcome.FAIL} == {
         "cache_hit_ratio_vs_stable"
     }
     low = watch(intervals, config, custom=({"cache_hit_ratio": 0.5}, {"cache_hit_ratio": 0.5}))
-    assert {r.name for r in low.verdicts[-1].reasons if r.outcome is Outcome.FAIL} == {"cache_hit_ratio"}
+    assert {r.name for r in low.verdicts[-1].reasons if r.outcome is VerdictOutcome.FAIL} == {"cache_hit_ratio"}
     missing = watch(
         intervals, config, custom=({"cache_hit_ratio": None}, {"cache_hit_ratio": 0.95}), stop_on_fail=False
     )
-    assert all(v.outcome is not Outcome.PASS for v in missing.verdicts)
+    assert all(v.outcome is not VerdictOutcome.PASS for v in missing.verdicts)
 
 
 def test_needs_extension_until_max_bake() -> None:

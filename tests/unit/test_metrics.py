@@ -7,25 +7,26 @@ import math
 
 import pytest
 
-from istio_canary.core.metrics import (
-    AnalysisConfig,
-    CounterSnapshot,
-    CustomMetric,
-    Measurement,
-    Window,
+from istio_canary.core.analysis_config import AnalysisConfig, CustomMetric
+from istio_canary.core.promql import (
     counter_snapshot_query,
-    custom_value,
     error_count_query,
     error_ratio_graph_query,
-    measurements_from_results,
     metric_label_for,
     p99_query,
     request_count_query,
     scrape_time_query,
+)
+from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.samples import (
+    CounterSnapshot,
+    MeasuredSpan,
+    Measurement,
+    custom_value,
+    measurements_from_results,
     values_by_version,
     with_latency,
 )
-from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
 
 INJECTIONS = [
@@ -223,9 +224,9 @@ def test_windows_are_positive_whole_seconds(window: object) -> None:
 
 
 def test_window_seconds_cover_the_interval() -> None:
-    assert Window(100.0, 130.0).seconds == 30
-    assert Window(100.0, 130.2).seconds == 31
-    assert Window(100.0, 100.0).seconds == 1
+    assert MeasuredSpan(100.0, 130.0).seconds == 30
+    assert MeasuredSpan(100.0, 130.2).seconds == 31
+    assert MeasuredSpan(100.0, 100.0).seconds == 1
 
 
 # --------------------------------------------------------------------------- custom metrics

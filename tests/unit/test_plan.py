@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from istio_canary.core.metrics import AnalysisConfig
+from istio_canary.core.analysis_config import AnalysisConfig
 from istio_canary.core.plan import DETECT_RATIO, needed_canary_requests, plan_bake
 
 CONFIG = AnalysisConfig.from_params({"bake_seconds": 60, "max_bake_seconds": 600, "check_interval_seconds": 10})

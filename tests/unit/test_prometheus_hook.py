@@ -21,18 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from istio_canary.core.judge import Observation, Outcome, final_verdict
-from istio_canary.core.metrics import (
-    AnalysisConfig,
-    CounterSnapshot,
-    CustomMetric,
-    counter_snapshot_query,
-    error_count_query,
-    measurements_from_results,
-    p99_query,
-    request_count_query,
-    with_latency,
-)
+from istio_canary.core.analysis_config import AnalysisConfig, CustomMetric
+from istio_canary.core.judge import final_verdict
+from istio_canary.core.judge_state import Observation
+from istio_canary.core.promql import counter_snapshot_query, error_count_query, p99_query, request_count_query
+from istio_canary.core.samples import CounterSnapshot, measurements_from_results, with_latency
+from istio_canary.core.verdict import VerdictOutcome
 from istio_canary.hooks.prometheus import (
     PrometheusHook,
     PrometheusQueryError,
@@ -260,6 +254,17 @@ def test_query_vector_sync_and_async(prometheus: PrometheusServer) -> None:
 
 @pytest.mark.integration
 @needs_prometheus
+def test_get_conn_is_the_library_client_on_the_hooks_session(prometheus: PrometheusServer) -> None:
+    hook = PrometheusHook(config=_config(prometheus.url, headers={"X-Scope-OrgID": "team-a"}))
+    client = hook.get_conn()
+    # prometheus-api-client's own calls go through the hook's session: same headers and TLS option.
+    assert client.check_prometheus_connection()
+    assert client.custom_query("vector(4)")[0]["value"][1] == "4"
+    assert hook.session.headers["X-Scope-OrgID"] == "team-a"
+
+
+@pytest.mark.integration
+@needs_prometheus
 def test_bad_query_reports_server_parse_error_and_the_query(prometheus: PrometheusServer) -> None:
     bad = 'sum(rate(istio_requests_total{reporter="destination"[30s]))'
     hook = PrometheusHook(config=_config(prometheus.url))
@@ -419,8 +424,8 @@ def test_analysis_queries_on_istio_metrics_in_a_real_prometheus(tmp_path: Path) 
         verdict, _ = final_verdict(
             config, Observation(canary=canary, stable=stable, window_canary=canary, window_stable=stable)
         )
-        assert verdict.outcome is Outcome.FAIL
-        failed = {r.name for r in verdict.reasons if r.outcome is Outcome.FAIL}
+        assert verdict.outcome is VerdictOutcome.FAIL
+        failed = {r.name for r in verdict.reasons if r.outcome is VerdictOutcome.FAIL}
         # One interval never decides errors_vs_stable (its evidence is capped per interval).
         assert {"errors_vs_max", "error_rate", "p99_vs_stable"} <= failed
     finally:

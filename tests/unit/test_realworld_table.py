@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from sandbox.apiserver import istio_admission
+from sandbox.client import sandbox_env
 from sandbox.schema import CrdSchemas, load_schemas
 from sandbox.store import Store
-from tests.conftest import sandbox_env
 from tools.realworld_table import (
     CORPUS_DIR,
     END_MARKER,

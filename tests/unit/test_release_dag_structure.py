@@ -89,6 +89,14 @@ def test_form_defaults_are_the_requests_defaults(release_dag: Any) -> None:
     assert not any(pattern.search(bad) for bad in ("Cluster.local", "cluster..local", "cluster.local.", ""))
 
 
+def test_form_analysis_defaults_are_the_judges(release_dag: Any) -> None:
+    from istio_canary.core.analysis_config import AnalysisConfig
+
+    judge = AnalysisConfig(bake_seconds=release_dag.params["bake_seconds"])
+    for key in ("check_interval_seconds", "min_requests", "max_error_rate", "max_p99_ms", "plan_bake"):
+        assert release_dag.params[key] == getattr(judge, key), key
+
+
 def _choose(release_dag: Any, task_id: str, **kwargs: Any) -> Any:
     task = release_dag.get_task(task_id)
     return task, task.python_callable(**kwargs)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import re2
 
-from istio_canary.core.request import DEFAULT_COOKIE_REGEX, ReleaseRequest
+from istio_canary.core.fields import DEFAULT_COOKIE_REGEX
+from istio_canary.core.request import ReleaseRequest, known_release_keys
 from istio_canary.core.validation import ValidationError
 
 BASE: dict[str, Any] = {
@@ -86,6 +87,8 @@ def test_reads_only_its_own_keys_and_round_trips() -> None:
     assert req.to_params()["steps"] == [10, 100]
     assert req.to_params()["mesh_domain"] == "corp.example"
     assert "mesh_domain" in ReleaseRequest.PARAM_KEYS
+    # The form's keys and the analysis's are a release's too (a misspelt one is refused).
+    assert {"mesh_domain", "canary_subset", "alpha", "dry_run", "window_mode"} <= known_release_keys()
 
 
 def test_is_frozen() -> None:

@@ -9,22 +9,18 @@ from typing import Any
 import pytest
 import yaml
 
-from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
+from istio_canary.core.destination_rule import SubsetConflictError, ensure_subsets, restore_subsets
+from istio_canary.core.istio_rules import validate_virtual_service
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingError,
     RoutingPlan,
-    SubsetConflictError,
     apply_plan,
-    ensure_subsets,
     find_owned_route,
-    is_at_plan,
-    new_destination_rule,
     plan_for_step,
     promote,
     remove_match_route,
     restore_owned,
-    restore_subsets,
     routing_state,
     set_match_route,
     set_weights,
@@ -106,13 +102,6 @@ def test_ensure_subsets_rejects_a_rule_for_another_host() -> None:
     _, dr = load("reviews_bookinfo.yaml")
     with pytest.raises(RoutingError, match="host 'reviews', not for the release's host 'ratings'"):
         ensure_subsets(dr, request(service="ratings"))
-
-
-def test_new_destination_rule_is_valid_istio() -> None:
-    dr = new_destination_rule(request(istio_api_version="v1beta1"))
-    validate_destination_rule(dr)
-    assert dr["apiVersion"] == "networking.istio.io/v1beta1"
-    assert ensure_subsets(dr, request()) == dr
 
 
 # --------------------------------------------------------------------------- finding the owned route
@@ -503,7 +492,6 @@ def test_plans_are_absolute_idempotent_and_valid(scenario: dict[str, Any]) -> No
             direct = apply_plan(vs, req, second)
             assert apply_plan(after_first, req, second) == direct, (first, second)
             assert apply_plan(direct, req, second) == direct
-            assert is_at_plan(direct, req, second)
             state = routing_state(direct, req)
             assert (state.canary_weight, state.match_route_present) == (
                 second.canary_weight,

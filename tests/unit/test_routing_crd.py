@@ -13,18 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from istio_canary.core.destination_rule import ensure_subsets, restore_subsets
 from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
 from istio_canary.core.request import ReleaseRequest
-from istio_canary.core.routing import (
-    RoutingPlan,
-    apply_plan,
-    ensure_subsets,
-    find_owned_route,
-    new_destination_rule,
-    promote,
-    restore_owned,
-    restore_subsets,
-)
+from istio_canary.core.routing import RoutingPlan, apply_plan, find_owned_route, promote, restore_owned
 
 schema = pytest.importorskip("sandbox.schema", reason="sandbox.schema (CRD validation) not available yet")
 
@@ -59,7 +51,6 @@ def produced_objects(scenario: dict[str, Any]) -> list[tuple[str, str, dict[str,
     out: list[tuple[str, str, dict[str, Any]]] = []
     ensured = ensure_subsets(dr, req)
     out.append(("destinationrules", "ensure_subsets", ensured))
-    out.append(("destinationrules", "new_destination_rule", new_destination_rule(req)))
     out.append(
         ("destinationrules", "restore_subsets", restore_subsets(ensured, dr, req, keep_referenced_by=vs))
     )

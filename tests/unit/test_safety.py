@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import re2
 
-from istio_canary.core import metrics
-from istio_canary.core.metrics import CustomMetric
+from istio_canary.core import promql as promql_builders
+from istio_canary.core.analysis_config import AnalysisConfig, CustomMetric
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError, require_conn_id
 from istio_canary.core.watch import WatchTarget
@@ -97,10 +97,10 @@ def selectors(promql: str) -> list[dict[str, tuple[str, str]]]:
 
 
 def builtin_builders() -> dict[str, Callable[..., str]]:
-    """Every public `*_query` function defined in core/metrics.py."""
+    """Every public `*_query` function defined in core/promql.py."""
     return {
-        name: fn for name, fn in inspect.getmembers(metrics, inspect.isfunction)
-        if name.endswith("_query") and not name.startswith("_") and fn.__module__ == metrics.__name__
+        name: fn for name, fn in inspect.getmembers(promql_builders, inspect.isfunction)
+        if name.endswith("_query") and not name.startswith("_") and fn.__module__ == promql_builders.__name__
     }
 
 
@@ -178,7 +178,7 @@ def test_any_version_a_request_accepts_can_be_watched() -> None:
     request = ReleaseRequest.from_params({**RELEASE, "stable_version": "1.2.0", "canary_version": "1.3.0_rc",
                                           "stable_subset": "stable", "canary_subset": "canary"})
     target = WatchTarget(request.service, request.namespace, request.stable_version, request.canary_version)
-    history = target.history_queries(metrics.AnalysisConfig.from_params({"bake_seconds": 30}))
+    history = target.history_queries(AnalysisConfig.from_params({"bake_seconds": 30}))
     for promql in (target.snapshot_query(), target.freshness_query(), target.latency_query(30), *history):
         [pattern] = [m["destination_version"][1] for m in selectors(promql)]
         assert re2.fullmatch(pattern, "1.2.0") and not re2.fullmatch(pattern, "1x2x0"), pattern

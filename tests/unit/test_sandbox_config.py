@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from istio_canary.core.pods import metric_label_problems
-from sandbox.config import MESH_DOMAIN, load_config, parse_config, reseed_world, seed_world, service_objects
+from sandbox.config import load_config, parse_config, reseed_world, seed_world, service_objects
 from sandbox.errors import SandboxInputError
+from sandbox.hosts import MESH_DOMAIN
 from sandbox.store import Store
 
 

@@ -9,31 +9,25 @@ from typing import Any
 
 import pytest
 
-from istio_canary.core.request import DEFAULT_COOKIE_REGEX
+from istio_canary.core.fields import DEFAULT_COOKIE_REGEX
 from sandbox.apiserver import istio_admission
 from sandbox.config import load_config, parse_config, seed_world
 from sandbox.store import Store
 from sandbox.traffic import (
     ISTIO_BUCKETS_MS,
     MeshSnapshot,
-    Outcome,
     Request,
+    RouteOutcome,
     TrafficGenerator,
     header_class_headers,
     route_request,
     routing_distribution,
 )
+from tests.helpers import dest
 
 PLAIN = header_class_headers(user_agent_canary=False, cookie_canary=False)
 UA_CANARY = header_class_headers(user_agent_canary=True, cookie_canary=False)
 COOKIE_CANARY = header_class_headers(user_agent_canary=False, cookie_canary=True)
-
-
-def dest(subset: str | None, weight: int | None = None, host: str = "reviews") -> dict[str, Any]:
-    d: dict[str, Any] = {"destination": {"host": host, **({"subset": subset} if subset else {})}}
-    if weight is not None:
-        d["weight"] = weight
-    return d
 
 
 def vs(
@@ -88,7 +82,7 @@ def versions(request_headers: dict[str, str], snapshot: MeshSnapshot) -> dict[st
     return {o.version: round(p, 6) for p, o in dist}
 
 
-def outcome(request_headers: dict[str, str], snapshot: MeshSnapshot) -> Outcome:
+def outcome(request_headers: dict[str, str], snapshot: MeshSnapshot) -> RouteOutcome:
     dist = routing_distribution(Request("reviews", "bookinfo", request_headers), snapshot)
     assert len(dist) == 1, dist
     return dist[0][1]

@@ -1,5 +1,6 @@
-from istio_canary.core.judge import Outcome
-from istio_canary.core.metrics import AnalysisConfig, CounterSnapshot
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.samples import CounterSnapshot
+from istio_canary.core.verdict import VerdictOutcome
 from istio_canary.core.watch import (
     WatchProgress,
     WatchTarget,
@@ -31,7 +32,7 @@ def test_first_snapshot_only_opens_the_window():
 def test_counts_are_differenced_from_the_window_start_and_survive_serialization():
     progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 5), (100, 0)))
     progress, verdict = record_check(CONFIG, TARGET, progress, snap(6, (1225, 6), (125, 0)))
-    assert verdict is not None and verdict.outcome is not Outcome.FAIL
+    assert verdict is not None and verdict.outcome is not VerdictOutcome.FAIL
     assert progress.window_counts["canary"].requests == 25
     assert progress.window_counts["stable"].errors == 1
     again = WatchProgress.from_dict(progress.to_dict())
@@ -47,7 +48,7 @@ def test_a_clearly_bad_canary_stops_the_watch():
         if next_action(CONFIG, progress, 1 + 5 * i) == "stop":
             break
     assert next_action(CONFIG, progress, 1 + 5 * i) == "stop"
-    assert progress.verdict.outcome is Outcome.FAIL
+    assert progress.verdict.outcome is VerdictOutcome.FAIL
 
 
 def test_bake_end_extends_while_the_canary_has_too_few_requests():
@@ -64,7 +65,7 @@ def test_missing_data_fails_after_the_bound():
     for _ in range(3):
         progress, verdict = record_missing_data(CONFIG, progress, "no data: connection refused")
         outcomes.append(verdict.outcome)
-    assert outcomes == [Outcome.INCONCLUSIVE, Outcome.INCONCLUSIVE, Outcome.FAIL]
+    assert outcomes == [VerdictOutcome.INCONCLUSIVE, VerdictOutcome.INCONCLUSIVE, VerdictOutcome.FAIL]
 
 
 def test_freshness_query_wraps_the_raw_selector():
@@ -94,13 +95,13 @@ def test_an_incident_is_discounted_and_does_not_stop_the_clock():
     healthy = [(225, 1, 25, 0)] * 5
     # Both versions at ~25 % errors in one interval: stable is degraded, not the canary.
     progress, verdict, at = steps(progress, 1, [*healthy, (225, 56, 25, 6)])
-    assert any(r.name == "incident" and r.outcome is Outcome.PASS for r in verdict.reasons), verdict.table()
+    assert any(r.name == "incident" and r.outcome is VerdictOutcome.PASS for r in verdict.reasons), verdict.table()
     assert progress.discounted["canary"].errors == 6 and progress.discounted["stable"].errors == 56
     assert next_action(CONFIG, progress, at) == "finish"  # the bake ends on time
     progress, final = record_check(CONFIG, TARGET, progress, progress.last, P99, final=True)
     floor = next(r for r in final.reasons if r.name == "error_rate")
     assert "25 canary requests in incidents discounted" in floor.detail and floor.value == 0.0, final.table()
-    assert final.outcome is Outcome.PASS, final.table()
+    assert final.outcome is VerdictOutcome.PASS, final.table()
     again = WatchProgress.from_dict(progress.to_dict())
     assert again.discounted == progress.discounted
 
@@ -112,24 +113,24 @@ def test_one_burst_at_100_percent_is_forgiven_a_steady_failure_is_not():
     progress, verdict, at = steps(start, 1, [quiet, quiet, (0, 0, 500, 50), quiet, quiet, quiet], last_step)
     assert next_action(last_step, progress, at) == "finish", verdict.table()
     progress, final = record_check(last_step, TARGET, progress, progress.last, P99, final=True)
-    assert final.outcome is Outcome.PASS, final.table()
+    assert final.outcome is VerdictOutcome.PASS, final.table()
     floor = next(r for r in final.reasons if r.name == "error_rate")
     assert "1 burst interval(s), 500 requests, discounted" in floor.detail
     # The same errors every interval are a failing canary, whatever the cap.
     progress, verdict, at = steps(start, 1, [(0, 0, 500, 25)] * 6, last_step)
-    assert verdict.outcome is Outcome.FAIL, verdict.table()
+    assert verdict.outcome is VerdictOutcome.FAIL, verdict.table()
 
 
 def test_bake_end_extends_while_the_canary_is_above_max_error_rate_but_not_significantly():
     progress, _ = record_check(CONFIG, TARGET, begin(0.0), snap(1, (1000, 0), (100, 0)))
     # 2 errors in 150 canary requests (1.3 %), stable 0.4 %: above 1 %, far from significant.
     progress, verdict, _at = steps(progress, 1, [(225, 1, 25, 0)] * 4 + [(225, 1, 25, 1)] * 2)
-    assert verdict.outcome is not Outcome.FAIL, verdict.table()
+    assert verdict.outcome is not VerdictOutcome.FAIL, verdict.table()
     assert next_action(CONFIG, progress, 31) == "extend"
     assert next_action(CONFIG, progress, CONFIG.max_bake_seconds) == "finish"
     progress, final = record_check(CONFIG, TARGET, progress, progress.last, P99, final=True)
     floor = next(r for r in final.reasons if r.name == "error_rate")
-    assert floor.outcome is Outcome.PASS and "not significantly" in floor.detail
+    assert floor.outcome is VerdictOutcome.PASS and "not significantly" in floor.detail
 
 
 def test_a_p99_regression_within_noise_extends_the_bake_and_the_extension_is_not_cut_short():

@@ -9,19 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from istio_canary.core.validation import ValidationError
-from istio_canary.core.windows import (
-    ALWAYS_POLICY,
-    DEFAULT_WINDOWS_FILE,
-    Freeze,
-    Window,
-    WindowPolicy,
-    gate,
-    hold_before_step,
-    load_policies,
-    load_window_config,
-    parse_window_config,
-    policy_for,
-)
+from istio_canary.core.window_gate import gate, hold_before_step
+from istio_canary.core.window_policy import ALWAYS_POLICY, Freeze, ReleaseWindow, WindowPolicy
+from istio_canary.core.windows import DEFAULT_WINDOWS_FILE, load_window_config, parse_window_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -38,14 +28,14 @@ def utc(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:
     return datetime(y, m, d, hh, mm, tzinfo=UTC)
 
 
-def policy(*windows: Window, freezes: tuple[Freeze, ...] = (), tz: str = "Europe/Berlin") -> WindowPolicy:
+def policy(*windows: ReleaseWindow, freezes: tuple[Freeze, ...] = (), tz: str = "Europe/Berlin") -> WindowPolicy:
     return WindowPolicy("test", windows, freezes, tz)
 
 
-OFFICE = policy(Window(MON_FRI, time(9), time(17), "Europe/Berlin"))
+OFFICE = policy(ReleaseWindow(MON_FRI, time(9), time(17), "Europe/Berlin"))
 MIDWEEK = WindowPolicy(
     "shanghai-midweek",
-    (Window(TUE_THU, time(10), time(16), "Asia/Shanghai"),),
+    (ReleaseWindow(TUE_THU, time(10), time(16), "Asia/Shanghai"),),
     (Freeze(date(2026, 12, 24), date(2026, 12, 26), "holidays"),),
     "Asia/Shanghai",
 )
@@ -89,14 +79,13 @@ def test_closes_at() -> None:
 
 
 def test_adjoining_windows_are_one_open_period() -> None:
-    split = policy(Window(MON_FRI, time(9), time(12), "Europe/Berlin"),
-                   Window(MON_FRI, time(12), time(17), "Europe/Berlin"))
+    split = policy(ReleaseWindow(MON_FRI, time(9), time(12), "Europe/Berlin"),
+                   ReleaseWindow(MON_FRI, time(12), time(17), "Europe/Berlin"))
     assert split.closes_at(local(BERLIN, 2026, 11, 30, 10)) == local(BERLIN, 2026, 11, 30, 17)
-    assert split.next_opening(local(BERLIN, 2026, 11, 30, 10)) == local(BERLIN, 2026, 12, 1, 9)
 
 
 def test_overnight_window_belongs_to_the_day_it_starts() -> None:
-    late = policy(Window(frozenset({4}), time(22), time(2), "Europe/Berlin"))  # Fri 22:00-02:00
+    late = policy(ReleaseWindow(frozenset({4}), time(22), time(2), "Europe/Berlin"))  # Fri 22:00-02:00
     assert late.is_open(local(BERLIN, 2026, 11, 28, 1, 30))  # Saturday night, Friday's window
     assert not late.is_open(local(BERLIN, 2026, 11, 28, 2, 0))
     assert not late.is_open(local(BERLIN, 2026, 11, 26, 23))  # Thursday
@@ -104,21 +93,21 @@ def test_overnight_window_belongs_to_the_day_it_starts() -> None:
 
 
 def test_whole_day_window_and_empty_window() -> None:
-    weekend = policy(Window(frozenset({5, 6}), time(0), time(0), "Europe/Berlin"))
+    weekend = policy(ReleaseWindow(frozenset({5, 6}), time(0), time(0), "Europe/Berlin"))
     assert weekend.is_open(local(BERLIN, 2026, 11, 28, 0, 0))
     assert weekend.closes_at(local(BERLIN, 2026, 11, 28, 12)) == local(BERLIN, 2026, 11, 30, 0)
     # Sunday's occurrence continues Saturday's: one period, not a new opening at Sunday 00:00.
     [sunday] = weekend.open_periods(local(BERLIN, 2026, 11, 29, 0), local(BERLIN, 2026, 11, 29, 12))
     assert sunday.from_before
     with pytest.raises(ValidationError, match=r"end='10:00'.*must differ from start"):
-        Window(MON_FRI, time(10), time(10), "Europe/Berlin")
+        ReleaseWindow(MON_FRI, time(10), time(10), "Europe/Berlin")
 
 
 def test_bad_window_fields() -> None:
     with pytest.raises(ValidationError, match="timezone='Mars/Olympus'"):
-        Window(MON_FRI, time(9), time(17), "Mars/Olympus")
+        ReleaseWindow(MON_FRI, time(9), time(17), "Mars/Olympus")
     with pytest.raises(ValidationError, match="days"):
-        Window(frozenset({7}), time(9), time(17), "UTC")
+        ReleaseWindow(frozenset({7}), time(9), time(17), "UTC")
 
 
 # --------------------------------------------------------------------------- freezes
@@ -137,7 +126,7 @@ def test_date_freeze_covers_whole_local_days_inclusive() -> None:
 
 def test_datetime_freeze_starting_inside_a_window_closes_it_and_reopens_it() -> None:
     peak = policy(
-        Window(MON_FRI, time(9), time(17), "Europe/Berlin"),
+        ReleaseWindow(MON_FRI, time(9), time(17), "Europe/Berlin"),
         freezes=(Freeze(datetime(2026, 12, 1, 13, 0), datetime(2026, 12, 2, 11, 0), "peak"),),
     )
     assert peak.is_open(local(BERLIN, 2026, 12, 1, 12, 59))
@@ -145,19 +134,18 @@ def test_datetime_freeze_starting_inside_a_window_closes_it_and_reopens_it() -> 
     assert not peak.is_open(local(BERLIN, 2026, 12, 1, 13))
     # The window reopens when the freeze ends, mid-window on Wednesday.
     assert peak.next_open(local(BERLIN, 2026, 12, 1, 13)) == local(BERLIN, 2026, 12, 2, 11)
-    assert peak.next_opening(local(BERLIN, 2026, 12, 1, 10)) == local(BERLIN, 2026, 12, 2, 11)
 
 
 def test_aware_datetime_freeze_uses_its_own_offset() -> None:
     freeze = Freeze(datetime(2026, 12, 1, 12, tzinfo=UTC), datetime(2026, 12, 1, 14, tzinfo=UTC))
-    frozen = policy(Window(MON_FRI, time(9), time(17), "Europe/Berlin"), freezes=(freeze,))
+    frozen = policy(ReleaseWindow(MON_FRI, time(9), time(17), "Europe/Berlin"), freezes=(freeze,))
     assert not frozen.is_open(local(BERLIN, 2026, 12, 1, 13, 30))  # 12:30 UTC
     assert frozen.is_open(local(BERLIN, 2026, 12, 1, 15, 0))  # 14:00 UTC, freeze over
 
 
 def test_no_window_within_the_horizon() -> None:
     frozen = policy(
-        Window(MON_FRI, time(9), time(17), "Europe/Berlin"),
+        ReleaseWindow(MON_FRI, time(9), time(17), "Europe/Berlin"),
         freezes=(Freeze(date(2026, 1, 1), date(2028, 12, 31), "moratorium"),),
     )
     now = utc(2026, 11, 30, 12)
@@ -189,7 +177,7 @@ def test_freeze_field_checks() -> None:
     ],
 )
 def test_night_window_on_dst_days_happens_exactly_once(day: date, opens: datetime, closes: datetime) -> None:
-    night = policy(Window(EVERY_DAY, time(2, 30), time(4), "Europe/Berlin"))
+    night = policy(ReleaseWindow(EVERY_DAY, time(2, 30), time(4), "Europe/Berlin"))
     day_start = datetime.combine(day, time(0), BERLIN)
     periods = night.open_periods(day_start, day_start + timedelta(days=1))
     assert [(p.start, p.end) for p in periods] == [(opens, closes)]  # one, not skipped nor doubled
@@ -199,14 +187,13 @@ def test_night_window_on_dst_days_happens_exactly_once(day: date, opens: datetim
 
 
 def test_fall_back_second_0230_is_inside_the_same_window() -> None:
-    night = policy(Window(EVERY_DAY, time(2, 30), time(4), "Europe/Berlin"))
+    night = policy(ReleaseWindow(EVERY_DAY, time(2, 30), time(4), "Europe/Berlin"))
     second_0230 = local(BERLIN, 2026, 10, 25, 2, 30, fold=1)  # CET, 01:30 UTC
     assert night.is_open(second_0230)
-    assert night.next_opening(second_0230) == utc(2026, 10, 26, 1, 30)  # next day 02:30 CET
 
 
 def test_window_wholly_inside_the_spring_gap_keeps_its_length() -> None:
-    gap = policy(Window(EVERY_DAY, time(2), time(3), "Europe/Berlin"))
+    gap = policy(ReleaseWindow(EVERY_DAY, time(2), time(3), "Europe/Berlin"))
     day_start = local(BERLIN, 2026, 3, 29)
     periods = gap.open_periods(day_start, day_start + timedelta(days=1))
     assert [(p.start, p.end) for p in periods] == [(utc(2026, 3, 29, 1), utc(2026, 3, 29, 2))]  # 03:00-04:00 CEST
@@ -222,14 +209,14 @@ def test_window_wholly_inside_the_spring_gap_keeps_its_length() -> None:
     ],
 )
 def test_day_window_follows_the_wall_clock_across_dst(day: date, opens_utc: datetime) -> None:
-    daytime = policy(Window(EVERY_DAY, time(10), time(16), "Europe/Berlin"))
+    daytime = policy(ReleaseWindow(EVERY_DAY, time(10), time(16), "Europe/Berlin"))
     day_start = datetime.combine(day, time(0), BERLIN)
     periods = daytime.open_periods(day_start, day_start + timedelta(days=1))
     assert [(p.start, p.end) for p in periods] == [(opens_utc, opens_utc + timedelta(hours=6))]
 
 
 def test_next_open_across_the_spring_change() -> None:
-    daytime = policy(Window(EVERY_DAY, time(10), time(16), "Europe/Berlin"))
+    daytime = policy(ReleaseWindow(EVERY_DAY, time(10), time(16), "Europe/Berlin"))
     assert daytime.next_open(local(BERLIN, 2026, 3, 28, 17)) == local(BERLIN, 2026, 3, 29, 10)
     assert daytime.next_open(local(BERLIN, 2026, 3, 28, 17)) == utc(2026, 3, 29, 8)
 
@@ -249,8 +236,8 @@ def test_shanghai_has_no_dst_and_reads_any_input_zone() -> None:
 def test_describe() -> None:
     assert MIDWEEK.describe() == "Tue\u2013Thu 10:00\u201316:00 Asia/Shanghai; frozen 2026-12-24..2026-12-26 (holidays)"
     assert OFFICE.describe() == "Mon\u2013Fri 09:00\u201317:00 Europe/Berlin"
-    odd = policy(Window(frozenset({0, 2, 4}), time(22), time(2), "UTC"),
-                 Window(frozenset({5, 6}), time(0), time(0), "UTC"))
+    odd = policy(ReleaseWindow(frozenset({0, 2, 4}), time(22), time(2), "UTC"),
+                 ReleaseWindow(frozenset({5, 6}), time(0), time(0), "UTC"))
     assert odd.describe() == "Mon, Wed, Fri 22:00\u201302:00 (next day) UTC, Sat, Sun 00:00\u201324:00 UTC"
     assert ALWAYS_POLICY.describe() == "always open"
 
@@ -303,7 +290,7 @@ def test_hold_before_step_holds_even_in_refuse_mode() -> None:
 
 def test_default_file_policies_and_service_mapping() -> None:
     assert DEFAULT_WINDOWS_FILE.exists()
-    policies = load_policies(DEFAULT_WINDOWS_FILE)
+    policies = load_window_config(DEFAULT_WINDOWS_FILE).policies
     assert {"always", "office-hours", "shanghai-midweek"} <= set(policies)
     assert policies["office-hours"].describe().startswith("Mon\u2013Fri 09:00\u201317:00 Europe/Berlin; frozen ")
     config = load_window_config(DEFAULT_WINDOWS_FILE)
@@ -322,10 +309,10 @@ def test_windows_file_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     file.write_text("policies:\n  nights:\n    windows: [{days: daily, start: '22:00', end: '24:00'}]\n"
                     "services:\n  reviews: nights\n")
     monkeypatch.setenv("ISTIO_CANARY_WINDOWS_FILE", str(file))
-    assert policy_for("reviews").describe() == "every day 22:00\u201324:00 UTC"
+    assert load_window_config().policy_for("reviews").describe() == "every day 22:00\u201324:00 UTC"
     monkeypatch.setenv("ISTIO_CANARY_WINDOWS_FILE", str(tmp_path / "missing.yaml"))
     with pytest.raises(ValidationError, match=r"windows_file=.*missing.yaml.*does not exist"):
-        load_policies()
+        load_window_config()
 
 
 def _policy_yaml(window: str, extra: str = "") -> str:
@@ -375,4 +362,4 @@ def test_yaml_syntax_error_names_the_file(tmp_path: Path) -> None:
     file = tmp_path / "broken.yaml"
     file.write_text("policies: [unclosed\n")
     with pytest.raises(ValidationError, match=r"broken.yaml.*not valid YAML"):
-        load_policies(file)
+        load_window_config(file)

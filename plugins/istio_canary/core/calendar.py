@@ -23,23 +23,19 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from istio_canary.core.metrics import AnalysisConfig
+from istio_canary.core.analysis_config import AnalysisConfig
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
-from istio_canary.core.windows import (
-    NO_POLICY_NAMES,
-    WindowConfig,
-    load_window_config,
-    require_mode,
-    resolve_local,
-)
+from istio_canary.core.window_gate import require_mode
+from istio_canary.core.window_policy import resolve_local
+from istio_canary.core.windows import NO_POLICY_NAMES, WindowConfig, load_window_config
 
 RELEASES_FILE_ENV = "ISTIO_CANARY_RELEASES_FILE"
 DEFAULT_RELEASES_FILE = Path(__file__).resolve().parents[3] / "include" / "releases.yaml"
@@ -81,18 +77,6 @@ class CalendarError:
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
         return f"{where}{self.entry}: {self.message}"
-
-
-@dataclass
-class _Entry:
-    index: int
-    raw: Mapping[str, Any]
-    errors: list[CalendarError] = field(default_factory=list)
-
-    @property
-    def service(self) -> str | None:
-        value = self.raw.get("service")
-        return value if isinstance(value, str) and value else None
 
 
 def sanitize_dag_id(text: str) -> str:

@@ -21,23 +21,23 @@ Errors carry the field path (`spec.http[1].route[0].destination.subset`). Two cl
       warns: VirtualServiceUnreachableRule).
     `validate_destination_rule` has class (a) rules only.
 
-Hosts resolve as Istio resolves them (`ResolveShortnameToFQDN`): only a dot-free name is
-short for `<name>.<namespace>.svc.<mesh_domain>`; a name with a dot is taken as written, so
+Hosts resolve as Istio resolves them (`core.hosts`): only a dot-free name is short for
+`<name>.<namespace>.svc.<mesh_domain>`; a name with a dot is taken as written, so
 `reviews.bookinfo` is not the service `reviews.bookinfo.svc.cluster.local`. Subsets are only
 judged for hosts one of the given DestinationRules names; for others nothing is claimed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from istio_canary.core.hosts import DEFAULT_MESH_DOMAIN, hosts_overlap, is_ip, same_host
+from istio_canary.core.objects import qualified_name
 from istio_canary.core.validation import re2_problem
 
 TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
-DEFAULT_MESH_DOMAIN = "cluster.local"
 _INT32_MAX = 2**31 - 1
 _MAX_REGEX_BYTES = 1024  # Istio measures the regex in bytes
 _STRING_MATCH_KINDS = ("exact", "prefix", "regex")
@@ -76,32 +76,6 @@ class IstioValidationError(ValueError):
         super().__init__(f"{kind} {name} is not valid Istio config: " + "; ".join(problems))
 
 
-def _name_of(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def canonical_host(host: str, namespace: str | None, mesh_domain: str = DEFAULT_MESH_DOMAIN) -> str:
-    """The host as Istio resolves it: only a dot-free short name gains `.<ns>.svc.<domain>`."""
-    if host == "*" or "." in host or _is_ip(host) or namespace is None:
-        return host
-    return f"{host}.{namespace}.svc.{mesh_domain}"
-
-
-def _same_host(
-    a: str, a_ns: str | None, b: str, b_ns: str | None, mesh_domain: str = DEFAULT_MESH_DOMAIN
-) -> bool:
-    return canonical_host(a, a_ns, mesh_domain) == canonical_host(b, b_ns, mesh_domain)
-
-
 def _present(value: Any) -> bool:
     """Set, as Istio sees a field: null is dropped and an empty list is no list."""
     return value is not None and value != []
@@ -131,18 +105,6 @@ def _domain_problem(domain: str) -> str | None:
         if not _is_label(label):
             return f"domain name {domain!r} invalid (label {label!r} invalid)"
     return None
-
-
-def _wildcard_hosts_overlap(a: str, b: str) -> bool:
-    """Istio's host.Name.Matches: equal, or one wildcard covers the other."""
-    if a.startswith("*") and b.startswith("*"):
-        shorter, longer = sorted((a[1:], b[1:]), key=len)
-        return longer.endswith(shorter)
-    if a.startswith("*"):
-        return b.endswith(a[1:])
-    if b.startswith("*"):
-        return a.endswith(b[1:])
-    return a == b
 
 
 def _is_jwt_claim(name: str) -> bool:
@@ -218,10 +180,10 @@ class _SubsetIndex:
                 continue
             namespace = (dr.get("metadata") or {}).get("namespace") or default_namespace
             names = {s.get("name") for s in spec.get("subsets") or [] if isinstance(s, Mapping)}
-            self._rules.append((host, namespace, names, _name_of(dr)))
+            self._rules.append((host, namespace, names, qualified_name(dr)))
 
     def check(self, path: str, host: str, subset: str, vs_namespace: str | None, problems: list[str]) -> None:
-        covering = [r for r in self._rules if _same_host(host, vs_namespace, r[0], r[1], self._mesh_domain)]
+        covering = [r for r in self._rules if same_host(host, vs_namespace, r[0], r[1], self._mesh_domain)]
         if covering and not any(subset in names for _, _, names, _ in covering):
             rules = ", ".join(
                 f"{dr} (subsets: {sorted(n for n in names if n) or 'none'})" for _, _, names, dr in covering
@@ -386,7 +348,7 @@ class _VirtualServiceCheck:
             problem = _domain_problem(host)
             if host.startswith("outbound_") and on_gateway:
                 problem = None  # an AUTO_PASSTHROUGH SNI name, which Istio parses on its own terms
-            if problem and not _is_ip(host):
+            if problem and not is_ip(host):
                 self.problems.append(f"spec.hosts[{k}]: {problem}")
                 valid = False
             elif host == "*" and not on_gateway:
@@ -397,10 +359,45 @@ class _VirtualServiceCheck:
         if valid:
             for k, a in enumerate(hosts):
                 for b in hosts[k + 1 :]:
-                    if _wildcard_hosts_overlap(a, b):
+                    if hosts_overlap(a, b):
                         self.problems.append(
                             f"spec.hosts[{k}]: duplicate hosts in virtual service: {a} & {b}"
                         )
+
+    def http_route(self, path: str, route: Any, *, ours: bool, on_gateway: bool, in_delegate: bool) -> None:
+        """One http route: its matches, conflicting fields, destinations and mirrors."""
+        if not isinstance(route, Mapping):
+            self.problems.append(f"{path}: must be an object")
+            return
+        matches = route.get("match")
+        if matches is not None and not isinstance(matches, list):
+            self.problems.append(f"{path}.match: must be a list")
+            matches = []
+        for k, match in enumerate(matches or []):
+            self.http_match(f"{path}.match[{k}]", match, on_gateway=on_gateway)
+        self.http_conflicts(path, route, in_delegate=in_delegate)
+        if _present(route.get("route")):
+            self.route_destinations(f"{path}.route", route["route"], ours=ours)
+        if route.get("mirror") is not None:
+            self.destination(f"{path}.mirror", route["mirror"], ours=ours)
+        mirrors = route.get("mirrors")
+        for k, mirror in enumerate(mirrors if isinstance(mirrors, list) else []):
+            if not isinstance(mirror, Mapping) or mirror.get("destination") is None:
+                self.problems.append(f"{path}.mirrors[{k}].destination: Required value")
+                continue
+            self.destination(f"{path}.mirrors[{k}].destination", mirror["destination"], ours=ours)
+
+    def tcp_or_tls_route(self, path: str, kind: str, route: Any, *, ours: bool) -> None:
+        """One tcp or tls route: a tls route needs SNI matches; both need destinations."""
+        if not isinstance(route, Mapping):
+            self.problems.append(f"{path}: must be an object")
+            return
+        if kind == "tls":
+            _check_tls_matches(path, route.get("match"), self.problems)
+        if not _present(route.get("route")):
+            self.problems.append(f"{path}.route: Required value ({kind.upper()} route is required)")
+            return
+        self.route_destinations(f"{path}.route", route["route"], ours=ours)
 
     def http_order(self, http: list[Any], written: Collection[int]) -> None:
         """Class (b): a written route must not hide routes after it nor be hidden by one."""
@@ -442,7 +439,7 @@ def validate_virtual_service(
     problems = check.problems
     spec = vs.get("spec")
     if not isinstance(spec, Mapping):
-        raise IstioValidationError("VirtualService", _name_of(vs), ["spec: Required value"])
+        raise IstioValidationError("VirtualService", qualified_name(vs), ["spec: Required value"])
     everything = written_routes is None
     gateways = spec.get("gateways")
     on_gateway = isinstance(gateways, list) and bool(gateways) and "mesh" not in gateways
@@ -465,46 +462,17 @@ def validate_virtual_service(
     http: list[Any] = sections["http"] or []
     written = set(range(len(http))) if everything else set(written_routes or ())
     for i, route in enumerate(http):
-        path = f"spec.http[{i}]"
-        if not isinstance(route, Mapping):
-            problems.append(f"{path}: must be an object")
-            continue
-        ours = i in written
-        matches = route.get("match")
-        if matches is not None and not isinstance(matches, list):
-            problems.append(f"{path}.match: must be a list")
-            matches = []
-        for k, match in enumerate(matches or []):
-            check.http_match(f"{path}.match[{k}]", match, on_gateway=on_gateway)
-        check.http_conflicts(path, route, in_delegate=is_delegate)
-        if _present(route.get("route")):
-            check.route_destinations(f"{path}.route", route["route"], ours=ours)
-        if route.get("mirror") is not None:
-            check.destination(f"{path}.mirror", route["mirror"], ours=ours)
-        mirrors = route.get("mirrors")
-        for k, mirror in enumerate(mirrors if isinstance(mirrors, list) else []):
-            if not isinstance(mirror, Mapping) or mirror.get("destination") is None:
-                problems.append(f"{path}.mirrors[{k}].destination: Required value")
-                continue
-            check.destination(f"{path}.mirrors[{k}].destination", mirror["destination"], ours=ours)
+        check.http_route(
+            f"spec.http[{i}]", route, ours=i in written, on_gateway=on_gateway, in_delegate=is_delegate
+        )
     check.http_order(http, written)
-
     for kind in ("tcp", "tls"):
         for i, route in enumerate(sections[kind] or []):
-            path = f"spec.{kind}[{i}]"
-            if not isinstance(route, Mapping):
-                problems.append(f"{path}: must be an object")
-                continue
-            if kind == "tls":
-                _check_tls_matches(path, route.get("match"), problems)
-            if not _present(route.get("route")):
-                problems.append(f"{path}.route: Required value ({kind.upper()} route is required)")
-                continue
             # The release writes no tcp/tls route: our rules reach them only when checking everything.
-            check.route_destinations(f"{path}.route", route["route"], ours=everything)
+            check.tcp_or_tls_route(f"spec.{kind}[{i}]", kind, route, ours=everything)
 
     if problems:
-        raise IstioValidationError("VirtualService", _name_of(vs), problems)
+        raise IstioValidationError("VirtualService", qualified_name(vs), problems)
 
 
 def _check_tls_matches(path: str, matches: Any, problems: list[str]) -> None:
@@ -579,7 +547,7 @@ def validate_destination_rule(dr: Mapping[str, Any]) -> None:
     problems: list[str] = []
     spec = dr.get("spec")
     if not isinstance(spec, Mapping):
-        raise IstioValidationError("DestinationRule", _name_of(dr), ["spec: Required value"])
+        raise IstioValidationError("DestinationRule", qualified_name(dr), ["spec: Required value"])
     host = spec.get("host")
     if not isinstance(host, str) or not host:
         problems.append("spec.host: Required value")
@@ -615,4 +583,4 @@ def validate_destination_rule(dr: Mapping[str, Any]) -> None:
         _check_labels(f"{path}.labels", subset.get("labels"), problems)
         _check_traffic_policy(f"{path}.trafficPolicy", subset.get("trafficPolicy"), problems)
     if problems:
-        raise IstioValidationError("DestinationRule", _name_of(dr), problems)
+        raise IstioValidationError("DestinationRule", qualified_name(dr), problems)

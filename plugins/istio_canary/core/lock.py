@@ -75,7 +75,9 @@ class LockInfo:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class LastRelease:
+    """How the last release of the service ended, as recorded on its VirtualService."""
+
     holder: str
     outcome: str  # "promoted" | "rolled_back"
     at: str
@@ -106,11 +108,11 @@ def lock_of(vs: dict[str, Any]) -> LockInfo | None:
     return LockInfo(holder=str(data["holder"]), since=str(data.get("since", "?")))
 
 
-def outcome_of(vs: dict[str, Any]) -> Outcome | None:
+def outcome_of(vs: dict[str, Any]) -> LastRelease | None:
     data = _read_json(vs, OUTCOME_ANNOTATION)
     if not data or "holder" not in data:
         return None
-    return Outcome(holder=str(data["holder"]), outcome=str(data.get("outcome")), at=str(data.get("at")))
+    return LastRelease(holder=str(data["holder"]), outcome=str(data.get("outcome")), at=str(data.get("at")))
 
 
 def snapshot_of(vs: dict[str, Any]) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from istio_canary.core.metrics import AnalysisConfig
+from istio_canary.core.analysis_config import AnalysisConfig
 
 DETECT_RATIO = 2.0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from istio_canary.core.metrics import (
+from istio_canary.core.promql import (
     CANONICAL_REVISION_POD_LABELS,
     DESTINATION_VERSION,
     metric_label_for,

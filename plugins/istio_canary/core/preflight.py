@@ -24,21 +24,19 @@ Choices (README "What a release touches, what it refuses"):
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from istio_canary.core.istio_rules import canonical_host
+from istio_canary.core.destination_rule import SubsetConflictError, ensure_subsets
+from istio_canary.core.hosts import covers_fqdn, is_unexpanded_spelling
+from istio_canary.core.objects import qualified_name, spec_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
     RoutingError,
-    SubsetConflictError,
     destination_of,
-    ensure_subsets,
     find_owned_route,
     route_entries,
-    spec_of,
     unpinned_problem_and_fix,
     weight_of,
 )
@@ -69,8 +67,8 @@ class ReleaseRefusedError(RoutingError):
 
 
 def object_name(kind: str, obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{kind} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    """`VirtualService bookinfo/reviews`: how a refusal names an object."""
+    return f"{kind} {qualified_name(obj)}"
 
 
 def _routes(vs: dict[str, Any], section: str) -> list[Any]:
@@ -135,8 +133,7 @@ def virtual_service_refusals(
 
 def host_spelling_fix(request: ReleaseRequest) -> str | None:
     """The fix when `host` looks like a spelling of the service that Istio does not expand."""
-    if request.host != request.service and request.host != request.fqdn \
-            and request.host.startswith(f"{request.service}.") and request.fqdn.startswith(f"{request.host}."):
+    if is_unexpanded_spelling(request.host, request.service, request.fqdn):
         return (f"set host to {request.service!r} or to its FQDN {request.fqdn!r}: Istio expands only dot-free "
                 f"short names, so {request.host!r} is another host")
     return None
@@ -225,10 +222,7 @@ def _applies_to_mesh(vs: dict[str, Any]) -> bool:
 
 
 def _covers_service(host: Any, namespace: str, request: ReleaseRequest) -> bool:
-    if not isinstance(host, str):
-        return False
-    resolved = canonical_host(host, namespace, request.mesh_domain)
-    return resolved == request.fqdn or (resolved.startswith("*") and fnmatch.fnmatch(request.fqdn, resolved))
+    return isinstance(host, str) and covers_fqdn(host, namespace, request.fqdn, request.mesh_domain)
 
 
 def other_virtual_service_refusals(

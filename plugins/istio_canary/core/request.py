@@ -26,11 +26,13 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, ClassVar
 
-from istio_canary.core.istio_rules import DEFAULT_MESH_DOMAIN
-from istio_canary.core.metrics import metric_label_for
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.fields import FORM_DEFAULTS, ISTIO_API_VERSIONS, MATCH_STRATEGIES, STRATEGIES, Strategy
+from istio_canary.core.hosts import host_aliases
+from istio_canary.core.promql import metric_label_for
 from istio_canary.core.validation import (
     ValidationError,
     require_conn_id,
@@ -41,13 +43,8 @@ from istio_canary.core.validation import (
     require_re2_regex,
 )
 
-Strategy = Literal["weighted", "header", "cookie"]
-STRATEGIES: tuple[str, ...] = ("weighted", "header", "cookie")
-ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_STEPS: tuple[int, ...] = (10, 50, 100)
-# `canary=true` as a whole cookie (Envoy matches the whole Cookie header): `.*canary=true.*`
-# would also take `notcanary=true` and `canary=true2`.
-DEFAULT_COOKIE_REGEX = r"^(.*;\s*)?canary=true(;.*)?$"
+REQUIRED_KEYS: tuple[str, ...] = ("service", "namespace", "stable_version", "canary_version")
 # Connection params checked with the request (the operators read them from the params).
 CONNECTION_KEYS: tuple[str, ...] = ("kubernetes_conn_id", "prometheus_conn_id")
 
@@ -149,45 +146,25 @@ class ReleaseRequest:
     host: str = ""
     version_label: str = "version"
     steps: tuple[int, ...] = DEFAULT_STEPS
-    strategy: Strategy = "weighted"
-    header_name: str = "user-agent"
-    header_value: str = "canary"
-    cookie_regex: str = DEFAULT_COOKIE_REGEX
-    route_name: str | None = None
-    istio_api_version: str = "v1"
+    # The trigger form's defaults (core/fields.py) are the request's.
+    strategy: Strategy = FORM_DEFAULTS["strategy"]
+    header_name: str = FORM_DEFAULTS["header_name"]
+    header_value: str = FORM_DEFAULTS["header_value"]
+    cookie_regex: str = FORM_DEFAULTS["cookie_regex"]
+    route_name: str | None = FORM_DEFAULTS["route_name"]
+    istio_api_version: str = FORM_DEFAULTS["istio_api_version"]
     stable_subset: str = ""
     canary_subset: str = ""
     canary_route_name: str = ""
     virtual_service: str = ""
     destination_rule: str = ""
-    mesh_domain: str = DEFAULT_MESH_DOMAIN
+    mesh_domain: str = FORM_DEFAULTS["mesh_domain"]
     # Other VirtualServices of the namespace that route to the service (an ingress-gateway
     # one, say), moved together with `virtual_service`: same steps, each its own owned route.
     virtual_services: tuple[str, ...] = ()
 
-    # Keys read by from_params (the rest of a DAG's params belong to other parts).
-    PARAM_KEYS: ClassVar[tuple[str, ...]] = (
-        "service",
-        "namespace",
-        "host",
-        "stable_version",
-        "canary_version",
-        "version_label",
-        "steps",
-        "strategy",
-        "header_name",
-        "header_value",
-        "cookie_regex",
-        "route_name",
-        "istio_api_version",
-        "stable_subset",
-        "canary_subset",
-        "canary_route_name",
-        "virtual_service",
-        "destination_rule",
-        "mesh_domain",
-        "virtual_services",
-    )
+    # Keys read by from_params, one per field (the rest of a DAG's params belong to other parts).
+    PARAM_KEYS: ClassVar[tuple[str, ...]]
 
     def __post_init__(self) -> None:
         # Direct construction gets the same checks and defaults as from_params.
@@ -252,34 +229,22 @@ class ReleaseRequest:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReleaseRequest:
         """Build from a DAG run's params; coerces '10,50,100' and lists; ignores foreign keys."""
-        for key in ("service", "namespace", "stable_version", "canary_version"):
+        for key in REQUIRED_KEYS:
             if params.get(key) in (None, ""):
                 raise ValidationError(key, params.get(key), "is required")
         for key in CONNECTION_KEYS:
             # Checked, not kept: a bad id must fail here, not at the first cluster access.
             if params.get(key) is not None:
                 require_conn_id(key, params[key])
-        strategy = _str_with_default(params, "strategy", "weighted").strip().lower()
+        # Text fields fall back to the field's default when absent or empty.
+        texts = {f.name: _str_with_default(params, f.name, f.default) for f in fields(cls)
+                 if f.type in ("str", str) and f.default is not MISSING}
         return cls(
-            service=params["service"],
-            namespace=params["namespace"],
-            stable_version=params["stable_version"],
-            canary_version=params["canary_version"],
-            host=_str_with_default(params, "host", ""),
-            version_label=_str_with_default(params, "version_label", "version"),
+            **{key: params[key] for key in REQUIRED_KEYS},
+            **texts,
             steps=params.get("steps"),  # type: ignore[arg-type]  # coerced in __post_init__
-            strategy=strategy,  # type: ignore[arg-type]  # checked in __post_init__
-            header_name=_str_with_default(params, "header_name", "user-agent"),
-            header_value=_str_with_default(params, "header_value", "canary"),
-            cookie_regex=_str_with_default(params, "cookie_regex", DEFAULT_COOKIE_REGEX),
+            strategy=_str_with_default(params, "strategy", FORM_DEFAULTS["strategy"]).strip().lower(),  # type: ignore[arg-type]  # checked in __post_init__
             route_name=_optional_str(params, "route_name"),
-            istio_api_version=_str_with_default(params, "istio_api_version", "v1"),
-            stable_subset=_str_with_default(params, "stable_subset", ""),
-            canary_subset=_str_with_default(params, "canary_subset", ""),
-            canary_route_name=_str_with_default(params, "canary_route_name", ""),
-            virtual_service=_str_with_default(params, "virtual_service", ""),
-            destination_rule=_str_with_default(params, "destination_rule", ""),
-            mesh_domain=_str_with_default(params, "mesh_domain", DEFAULT_MESH_DOMAIN),
             virtual_services=params.get("virtual_services") or (),  # type: ignore[arg-type]  # parsed in __post_init__
         )
 
@@ -309,10 +274,7 @@ class ReleaseRequest:
         as written, so `reviews.ns` and `reviews.ns.svc` name other hosts. When the host is
         the service, its short name and its FQDN are therefore the same destination.
         """
-        service_names = {self.service, self.fqdn}
-        if self.host in service_names:
-            return frozenset(service_names)
-        return frozenset({self.host})
+        return host_aliases(self.host, self.service, self.fqdn)
 
     def refers_to_host(self, host: Any) -> bool:
         return isinstance(host, str) and host in self.host_aliases
@@ -332,4 +294,14 @@ class ReleaseRequest:
 
     @property
     def uses_match_route(self) -> bool:
-        return self.strategy in ("header", "cookie")
+        return self.strategy in MATCH_STRATEGIES
+
+
+ReleaseRequest.PARAM_KEYS = tuple(f.name for f in fields(ReleaseRequest))
+
+
+def known_release_keys() -> frozenset[str]:
+    """Every key a release's params may carry: the form's, the request's and the analysis's
+    (REST/CLI may set e.g. canary_subset or alpha, absent from the form)."""
+    analysis = {f.name for f in fields(AnalysisConfig)}
+    return frozenset(FORM_DEFAULTS) | frozenset(ReleaseRequest.PARAM_KEYS) | analysis

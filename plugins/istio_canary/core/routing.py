@@ -34,7 +34,8 @@ Decisions (kept consistent across functions):
   would have served.
 - Rollback restores the owned route exactly as snapshotted and removes the canary match
   route; everything else stays as it is *now* (others' edits during the release survive).
-  `restore_subsets` removes the subsets the release added, unless still referenced.
+  `restore_subsets` (in `core.destination_rule`, with the other DestinationRule edits)
+  removes the subsets the release added, unless still referenced.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from istio_canary.core.lock import snapshot_of
+from istio_canary.core.objects import qualified_name, spec_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
 
@@ -58,27 +60,12 @@ class RoutingError(ValueError):
     """The VirtualService/DestinationRule cannot be edited safely; says what was found."""
 
 
-class SubsetConflictError(RoutingError):
-    """A subset with the release's name exists with other labels: someone else's subset."""
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
-    """`spec` of an object, {} when absent or malformed."""
-    spec = obj.get("spec")
-    return spec if isinstance(spec, dict) else {}
 
 
 def _http_routes(vs: dict[str, Any]) -> list[dict[str, Any]]:
     routes = spec_of(vs).get("http")
     return routes if isinstance(routes, list) else []
-
-
-def _name_of(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
 def route_entries(route: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,18 +127,18 @@ def find_owned_route(vs: dict[str, Any], request: ReleaseRequest) -> int:
         ]
         if not named:
             raise RoutingError(
-                f"VirtualService {_name_of(vs)} has no HTTP route named {request.route_name!r}; "
+                f"VirtualService {qualified_name(vs)} has no HTTP route named {request.route_name!r}; "
                 f"found: {_describe_all(vs)}"
             )
         if len(named) > 1:
             raise RoutingError(
-                f"VirtualService {_name_of(vs)} has {len(named)} HTTP routes named {request.route_name!r} "
+                f"VirtualService {qualified_name(vs)} has {len(named)} HTTP routes named {request.route_name!r} "
                 f"(indices {named}); route names must be unique to own one"
             )
         index = named[0]
         if not _routes_only_to_host(routes[index], request):
             raise RoutingError(
-                f"route {_describe(index, routes[index])} in VirtualService {_name_of(vs)} does not send "
+                f"route {_describe(index, routes[index])} in VirtualService {qualified_name(vs)} does not send "
                 f"all its traffic to host {request.host!r}; a release can only own a route of its host"
             )
         return index
@@ -165,13 +152,13 @@ def find_owned_route(vs: dict[str, Any], request: ReleaseRequest) -> int:
     ]
     if not candidates:
         raise RoutingError(
-            f"VirtualService {_name_of(vs)} has no catch-all HTTP route (no match) sending traffic to host "
+            f"VirtualService {qualified_name(vs)} has no catch-all HTTP route (no match) sending traffic to host "
             f"{request.host!r}; found: {_describe_all(vs)}. Name the route to own with route_name"
         )
     if len(candidates) > 1:
         found = ", ".join(_describe(i, routes[i]) for i in candidates)
         raise RoutingError(
-            f"VirtualService {_name_of(vs)} has {len(candidates)} catch-all HTTP routes for host "
+            f"VirtualService {qualified_name(vs)} has {len(candidates)} catch-all HTTP routes for host "
             f"{request.host!r}: {found}. Name the route to own with route_name"
         )
     return candidates[0]
@@ -262,7 +249,7 @@ def unpinned_problem_and_fix(request: ReleaseRequest) -> tuple[str, str]:
 def unpinned_route_message(vs: dict[str, Any], route_index: int, entry_index: int, request: ReleaseRequest,
                            section: str = "http") -> str:
     problem, fix = unpinned_problem_and_fix(request)
-    return f"VirtualService {_name_of(vs)} spec.{section}[{route_index}].route[{entry_index}].destination " \
+    return f"VirtualService {qualified_name(vs)} spec.{section}[{route_index}].route[{entry_index}].destination " \
            f"{problem}. Fix: {fix}"
 
 
@@ -298,7 +285,7 @@ def set_weights(vs: dict[str, Any], request: ReleaseRequest, canary_weight: int)
     share = sum(weight_of(e) for e in entries if isinstance(e, dict) and _is_release_entry(e, request))
     if share <= 0:
         raise RoutingError(
-            f"VirtualService {_name_of(vs)}: the owned route sends no weight to subset "
+            f"VirtualService {qualified_name(vs)}: the owned route sends no weight to subset "
             f"{request.stable_subset!r} of {request.host!r} ({_describe_all(vs)}); nothing to shift"
         )
     stable, canary = _split(share, weight)
@@ -374,7 +361,7 @@ def remove_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str,
     snapshot = snapshot_of(vs)
     if snapshot and _has_route_named(snapshot.get("virtualService") or {}, request.canary_route_name):
         raise RoutingError(
-            f"VirtualService {_name_of(vs)}: an HTTP route named {request.canary_route_name!r} existed "
+            f"VirtualService {qualified_name(vs)}: an HTTP route named {request.canary_route_name!r} existed "
             "before this release took its lock, so it is not the release's canary match route and is "
             "not removed; set canary_route_name to a name no route uses"
         )
@@ -429,131 +416,6 @@ def written_routes(vs: dict[str, Any], request: ReleaseRequest) -> set[int]:
     indices |= {i for i, r in enumerate(_http_routes(vs))
                 if isinstance(r, dict) and r.get("name") == request.canary_route_name}
     return indices
-
-
-# --------------------------------------------------------------------------- DestinationRule edits
-
-
-def _check_dr_host(dr: dict[str, Any], request: ReleaseRequest) -> None:
-    host = spec_of(dr).get("host")
-    if not request.refers_to_host(host):
-        raise RoutingError(
-            f"DestinationRule {_name_of(dr)} is for host {host!r}, "
-            f"not for the release's host {request.host!r}"
-        )
-
-
-def new_destination_rule(request: ReleaseRequest, name: str | None = None) -> dict[str, Any]:
-    """A DestinationRule with just the release's subsets, for a host that has none yet."""
-    return {
-        "apiVersion": f"networking.istio.io/{request.istio_api_version}",
-        "kind": "DestinationRule",
-        "metadata": {"name": name or request.service, "namespace": request.namespace},
-        "spec": {
-            "host": request.host,
-            "subsets": [
-                {"name": request.stable_subset, "labels": dict(request.stable_labels)},
-                {"name": request.canary_subset, "labels": dict(request.canary_labels)},
-            ],
-        },
-    }
-
-
-def ensure_subsets(dr: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
-    """Stable and canary subsets exist (appended if missing); every other field kept as is."""
-    _check_dr_host(dr, request)
-    out = copy.deepcopy(dr)
-    spec = out["spec"]
-    subsets = spec.get("subsets")
-    if subsets is None:
-        subsets = []
-    if not isinstance(subsets, list):
-        raise RoutingError(f"DestinationRule {_name_of(dr)}: spec.subsets is not a list")
-    for name, labels in (
-        (request.stable_subset, request.stable_labels),
-        (request.canary_subset, request.canary_labels),
-    ):
-        existing = [(i, s) for i, s in enumerate(subsets) if isinstance(s, dict) and s.get("name") == name]
-        if existing:
-            index, subset = existing[0]
-            if subset.get("labels") != labels:
-                raise SubsetConflictError(
-                    f"DestinationRule {_name_of(dr)} spec.subsets[{index}]: subset {name!r} already exists "
-                    f"with labels {subset.get('labels')!r}, but the release needs {labels!r}; fix the subset "
-                    f"or choose another name (stable_subset/canary_subset)"
-                )
-            continue
-        added: dict[str, Any] = {"name": name, "labels": dict(labels)}
-        stable = next((s for s in subsets if isinstance(s, dict) and s.get("name") == request.stable_subset), None)
-        if name == request.canary_subset and stable is not None and "trafficPolicy" in stable:
-            # Judged under the same policy as stable (outlier detection, pools, TLS), and still
-            # under it once promoted: the subset stays after the release.
-            added["trafficPolicy"] = copy.deepcopy(stable["trafficPolicy"])
-        subsets.append(added)
-    if subsets or "subsets" in spec:
-        spec["subsets"] = subsets
-    return out
-
-
-def referenced_subsets(vs: dict[str, Any], request: ReleaseRequest) -> set[str]:
-    """Subsets of the release's host that any http/tcp/tls route or mirror of `vs` points at."""
-    found: set[str] = set()
-    spec = spec_of(vs)
-    for kind in ("http", "tcp", "tls"):
-        for route in spec.get(kind) or []:
-            if not isinstance(route, dict):
-                continue
-            dests = [destination_of(e) for e in route_entries(route)]
-            if isinstance(route.get("mirror"), dict):
-                dests.append(route["mirror"])
-            for mirror in route.get("mirrors") or []:
-                if isinstance(mirror, dict):
-                    dests.append(destination_of(mirror))
-            for dest in dests:
-                if request.refers_to_host(dest.get("host")) and dest.get("subset"):
-                    found.add(dest["subset"])
-    return found
-
-
-def restore_subsets(
-    current_dr: dict[str, Any],
-    snapshot_dr: dict[str, Any] | None,
-    request: ReleaseRequest,
-    *,
-    keep_referenced_by: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Remove the subsets the release added (absent from the snapshot), keeping everything else.
-
-    A subset still referenced by `keep_referenced_by` (the VirtualService as it is after the
-    route was restored) stays: removing it first would make Envoy return 503s for that route.
-    A subset the release did not write (other labels) is never removed.
-    """
-    out = copy.deepcopy(current_dr)
-    spec = out.get("spec") or {}
-    subsets = spec.get("subsets")
-    if not isinstance(subsets, list):
-        return out
-    before = {s.get("name") for s in (spec_of(snapshot_dr or {}).get("subsets") or []) if isinstance(s, dict)}
-    keep = referenced_subsets(keep_referenced_by, request) if keep_referenced_by else set()
-    written = {request.stable_subset: request.stable_labels, request.canary_subset: request.canary_labels}
-
-    def release_added(subset: Any) -> bool:
-        if not isinstance(subset, dict):
-            return False
-        name = subset.get("name")
-        return (
-            name in written
-            and name not in before
-            and name not in keep
-            and subset.get("labels") == written[name]
-        )
-
-    remaining = [s for s in subsets if not release_added(s)]
-    if remaining or (snapshot_dr is not None and "subsets" in spec_of(snapshot_dr)):
-        spec["subsets"] = remaining
-    else:
-        spec.pop("subsets", None)
-    return out
 
 
 # --------------------------------------------------------------------------- state and plans
@@ -641,11 +503,6 @@ def apply_plan(vs: dict[str, Any], request: ReleaseRequest, plan: RoutingPlan) -
     if plan.match_route:
         out = set_match_route(out, request)
     return out
-
-
-def is_at_plan(vs: dict[str, Any], request: ReleaseRequest, plan: RoutingPlan) -> bool:
-    """True when writing the plan would change nothing (a re-run can skip the write)."""
-    return apply_plan(vs, request, plan) == vs
 
 
 def plan_for_step(request: ReleaseRequest, canary_weight: int) -> RoutingPlan:

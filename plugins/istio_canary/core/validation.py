@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import re2
@@ -20,6 +21,28 @@ MAX_REGEX_LENGTH = 1024  # Istio's cap on a StringMatch regex
 _CONN_ID = re.compile(r"[A-Za-z0-9_#!().:/\\-]{1,250}")
 
 
+# What each check says when it refuses a value.
+_NOT_LABEL = (
+    "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', "
+    "starting and ending with a letter or digit"
+)
+_NOT_DOMAIN = (
+    "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
+    "each part starting and ending with a letter or digit"
+)
+_NOT_LABEL_VALUE = (
+    "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit"
+)
+_NOT_HEADER = (
+    "must be a lower-case HTTP header name (letters, digits and !#$%&'*+-.^_`|~), "
+    "e.g. 'user-agent' or 'x-canary'"
+)
+_NOT_CONN_ID = (
+    "must be an Airflow connection id: at most 250 letters, digits or _#!().:/\\-, no spaces and no '..'"
+)
+
+
 class ValidationError(ValueError):
     """Bad input, found before anything touches the cluster. Names the field and the value."""
 
@@ -31,85 +54,40 @@ class ValidationError(ValueError):
 
 
 def require_text(field: str, value: Any) -> str:
+    """A non-empty string."""
     if not isinstance(value, str) or not value:
         raise ValidationError(field, value, "must be a non-empty string")
     return value
 
 
+def _require(field: str, value: Any, valid: Callable[[str], bool], problem: str) -> str:
+    """A non-empty string for which `valid` holds; else ValidationError with `problem`."""
+    require_text(field, value)
+    if not valid(value):
+        raise ValidationError(field, value, problem)
+    return value
+
+
 def require_dns1123_label(field: str, value: Any) -> str:
     """A Kubernetes name such as a namespace, a service or an Istio subset (`v1`, `canary`)."""
-    require_text(field, value)
-    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', "
-            "starting and ending with a letter or digit",
-        )
-    return value
+    return _require(field, value, lambda v: len(v) <= 63 and bool(_DNS1123_LABEL.fullmatch(v)), _NOT_LABEL)
 
 
 def require_dns1123_subdomain(field: str, value: Any) -> str:
     """A host name such as `reviews` or `reviews.bookinfo.svc.cluster.local`."""
-    require_text(field, value)
-    if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
-            "each part starting and ending with a letter or digit",
-        )
-    return value
-
-
-def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL_NAME.fullmatch(value))
+    return _require(
+        field, value, lambda v: len(v) <= 253 and bool(_DNS1123_SUBDOMAIN.fullmatch(v)), _NOT_DOMAIN
+    )
 
 
 def require_label_value(field: str, value: Any) -> str:
     """A Kubernetes label value that is not empty: the `version` label of a pod."""
-    require_text(field, value)
-    if not is_label_value(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit",
-        )
-    return value
-
-
-def require_label_key(field: str, value: Any) -> str:
-    """A Kubernetes label key: `version` or `app.kubernetes.io/version`."""
-    require_text(field, value)
-    prefix, slash, name = value.rpartition("/")
-    if slash:
-        try:
-            require_dns1123_subdomain(field, prefix)
-        except ValidationError:
-            raise ValidationError(
-                field, value, "label key prefix (before '/') must be a DNS-1123 subdomain"
-            ) from None
-    if not is_label_value(name):
-        raise ValidationError(
-            field,
-            value,
-            "must be a Kubernetes label key: [prefix/]name, name at most 63 letters, digits, "
-            "'-', '_' or '.', starting and ending with a letter or digit",
-        )
-    return value
+    return _require(field, value, lambda v: len(v) <= 63 and bool(_LABEL_NAME.fullmatch(v)), _NOT_LABEL_VALUE)
 
 
 def require_header_name(field: str, value: Any) -> str:
-    require_text(field, value)
-    if not _HEADER_TOKEN.fullmatch(value):
-        raise ValidationError(
-            field,
-            value,
-            "must be a lower-case HTTP header name (letters, digits and !#$%&'*+-.^_`|~), "
-            "e.g. 'user-agent' or 'x-canary'",
-        )
-    return value
+    """A lower-case HTTP header name (an RFC 7230 token)."""
+    return _require(field, value, lambda v: bool(_HEADER_TOKEN.fullmatch(v)), _NOT_HEADER)
 
 
 def re2_problem(value: str) -> str | None:
@@ -134,12 +112,4 @@ def require_re2_regex(field: str, value: Any) -> str:
 
 def require_conn_id(field: str, value: Any) -> str:
     """An Airflow connection id such as `kubernetes_default` (no spaces, no path traversal)."""
-    require_text(field, value)
-    if not _CONN_ID.fullmatch(value) or ".." in value:
-        raise ValidationError(
-            field,
-            value,
-            "must be an Airflow connection id: at most 250 letters, digits or _#!().:/\\-, "
-            "no spaces and no '..'",
-        )
-    return value
+    return _require(field, value, lambda v: bool(_CONN_ID.fullmatch(v)) and ".." not in v, _NOT_CONN_ID)

@@ -12,31 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from istio_canary.core.judge import (
-    EXTEND_BAKE,
-    JudgeState,
-    Observation,
-    Outcome,
-    Verdict,
-    final_verdict,
-    judge,
-    judge_no_data,
-    needs_extension,
-)
-from istio_canary.core.metrics import (
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.judge import final_verdict, judge, judge_no_data, needs_extension
+from istio_canary.core.judge_state import JudgeState, Observation
+from istio_canary.core.promql import (
     DESTINATION_VERSION,
-    AnalysisConfig,
-    CounterSnapshot,
-    Measurement,
-    Window,
     counter_snapshot_query,
     error_count_query,
-    measurements_from_results,
     p99_query,
     request_count_query,
     scrape_time_query,
+)
+from istio_canary.core.samples import (
+    CounterSnapshot,
+    MeasuredSpan,
+    Measurement,
+    measurements_from_results,
     with_latency,
 )
+from istio_canary.core.verdict import EXTEND_BAKE, Verdict, VerdictOutcome
 
 Action = Literal["continue", "extend", "stop", "finish"]
 # An extension for noise runs the bake to this many times its length: the noise of a rate or
@@ -196,38 +190,19 @@ def record_check(
     canary, stable = target.canary_version, target.stable_version
     interval = snapshot.since(progress.last, target.versions)
     window = snapshot.since(progress.start, target.versions)
-    p99_ms = p99_ms or {}
-    custom = custom or {}
-
-    def with_extras(version: str) -> Measurement:
-        values = {name: per_version.get(version) for name, per_version in custom.items()}
-        return with_latency(window[version], p99_ms.get(version), values)
-
-    canary_intervals = progress.canary_intervals
-    if interval[canary].counts_valid and (interval[canary].requests > 0 or snapshot.at > progress.last.at):
-        canary_intervals = (*canary_intervals, (interval[canary].requests, interval[canary].errors))
+    canary_intervals = _canary_intervals(progress, snapshot, interval[canary])
     observation = Observation(
         canary=interval[canary],
-        window_canary=with_extras(canary),
+        window_canary=_with_extras(window[canary], canary, p99_ms, custom),
         stable=interval[stable],
-        window_stable=with_extras(stable),
+        window_stable=_with_extras(window[stable], stable, p99_ms, custom),
         history=progress.history,
-        window=Window(progress.start.at, snapshot.at),
+        window=MeasuredSpan(progress.start.at, snapshot.at),
         discounted_canary=progress.discounted.get("canary"),
         discounted_stable=progress.discounted.get("stable"),
         canary_intervals=canary_intervals,
     )
     verdict, state = (final_verdict if final else judge)(config, observation, progress.state)
-    discounted = dict(progress.discounted)
-    if in_incident(verdict):
-        for role, version in (("canary", canary), ("stable", stable)):
-            before = discounted.get(role, Measurement(0.0, 0.0))
-            discounted[role] = Measurement(before.requests + interval[version].requests,
-                                           before.errors + interval[version].errors)
-    extend_until = progress.extend_until
-    elapsed = snapshot.at - progress.started_at
-    if extend_until is None and not final and elapsed >= config.bake_seconds and wants_more_data(verdict):
-        extend_until = progress.started_at + min(EXTENSION_FACTOR * elapsed, config.max_bake_seconds)
     progress = replace(
         progress,
         last=snapshot,
@@ -235,11 +210,53 @@ def record_check(
         verdict=verdict,
         checks=(*progress.checks, verdict.table()),
         window_counts={"canary": window[canary], "stable": window[stable]},
-        discounted=discounted,
+        discounted=_discounted(progress, verdict, interval[canary], interval[stable]),
         canary_intervals=canary_intervals,
-        extend_until=extend_until,
+        extend_until=_extend_until(config, progress, snapshot.at, verdict, final),
     )
     return progress, verdict
+
+
+def _with_extras(
+    counts: Measurement,
+    version: str,
+    p99_ms: Mapping[str, float | None] | None,
+    custom: Mapping[str, Mapping[str, float | None]] | None,
+) -> Measurement:
+    """A version's window counts with its p99 and custom values."""
+    values = {name: per_version.get(version) for name, per_version in (custom or {}).items()}
+    return with_latency(counts, (p99_ms or {}).get(version), values)
+
+
+def _canary_intervals(
+    progress: WatchProgress, snapshot: CounterSnapshot, canary: Measurement
+) -> tuple[tuple[float, float], ...]:
+    """The canary's intervals with this one added, unless it is broken or empty and instant."""
+    if canary.counts_valid and (canary.requests > 0 or snapshot.at > progress.last.at):
+        return (*progress.canary_intervals, (canary.requests, canary.errors))
+    return progress.canary_intervals
+
+
+def _discounted(
+    progress: WatchProgress, verdict: Verdict, canary: Measurement, stable: Measurement
+) -> dict[str, Measurement]:
+    """The incident counts, with this interval's added when the judge called it an incident."""
+    discounted = dict(progress.discounted)
+    if in_incident(verdict):
+        for role, counts in (("canary", canary), ("stable", stable)):
+            before = discounted.get(role, Measurement(0.0, 0.0))
+            discounted[role] = Measurement(before.requests + counts.requests, before.errors + counts.errors)
+    return discounted
+
+
+def _extend_until(
+    config: AnalysisConfig, progress: WatchProgress, at: float, verdict: Verdict, final: bool
+) -> float | None:
+    """Set once, when the bake has run its length and the judge wants more data."""
+    elapsed = at - progress.started_at
+    if progress.extend_until is None and not final and elapsed >= config.bake_seconds and wants_more_data(verdict):
+        return progress.started_at + min(EXTENSION_FACTOR * elapsed, config.max_bake_seconds)
+    return progress.extend_until
 
 
 def record_missing_data(
@@ -257,7 +274,7 @@ def next_action(config: AnalysisConfig, progress: WatchProgress, now: float) -> 
     stable's tolerance by no more than noise (then the bake runs on to EXTENSION_FACTOR times
     its length, within max_bake_seconds); continue: keep baking. An incident (stable degraded
     too) does not stop the clock: its intervals are discounted."""
-    if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
+    if progress.verdict is not None and progress.verdict.outcome is VerdictOutcome.FAIL:
         return "stop"
     elapsed = now - progress.started_at
     if elapsed < config.bake_seconds:

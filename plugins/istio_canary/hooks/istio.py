@@ -80,6 +80,17 @@ def _status_reason(exc: Exception) -> tuple[int | None, str]:
     return status, getattr(exc, "reason", None) or str(exc)
 
 
+@dataclass(frozen=True)
+class ApiRetries:
+    """How the hook retries: 409 conflicts (re-read and re-apply the edit), transient errors
+    (backoff doubling from `backoff_seconds`), and how long one API request may take."""
+
+    max_conflict_retries: int
+    max_transient_retries: int
+    backoff_seconds: float
+    request_timeout_seconds: float
+
+
 class IstioHook(BaseHook):
     conn_name_attr = "kubernetes_conn_id"
     default_conn_name = "kubernetes_default"
@@ -101,10 +112,9 @@ class IstioHook(BaseHook):
             raise ValueError(f"istio_api_version={api_version!r}: must be one of {SUPPORTED_API_VERSIONS}")
         self.kubernetes_conn_id = kubernetes_conn_id
         self.api_version = api_version
-        self.max_conflict_retries = max_conflict_retries
-        self.max_transient_retries = max_transient_retries
-        self.backoff_seconds = backoff_seconds
-        self.request_timeout_seconds = request_timeout_seconds
+        self.retries = ApiRetries(
+            max_conflict_retries, max_transient_retries, backoff_seconds, request_timeout_seconds
+        )
 
     # -- clients, built on first use so DAG parsing never touches them --------------------
 
@@ -140,25 +150,25 @@ class IstioHook(BaseHook):
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        for attempt in range(1, self.max_transient_retries + 2):
+        for attempt in range(1, self.retries.max_transient_retries + 2):
             try:
                 return call()
             except ApiException as exc:
                 status, reason = _status_reason(exc)
                 if status == 404:
                     raise ObjectNotFoundError(action, status, reason) from exc
-                if status not in TRANSIENT_STATUS or attempt > self.max_transient_retries:
+                if status not in TRANSIENT_STATUS or attempt > self.retries.max_transient_retries:
                     if status == 409:
                         raise
                     raise IstioApiError(action, status, reason) from exc
                 problem = f"HTTP {status}: {reason}"
             except Urllib3Error as exc:
-                if attempt > self.max_transient_retries:
+                if attempt > self.retries.max_transient_retries:
                     raise IstioApiError(action, None, f"network error: {exc}") from exc
                 problem = f"network error: {type(exc).__name__}"
-            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            delay = self.retries.backoff_seconds * 2 ** (attempt - 1)
             self.log.warning(
-                "%s: %s; retry %d/%d in %.1fs", action, problem, attempt, self.max_transient_retries, delay
+                "%s: %s; retry %d/%d in %.1fs", action, problem, attempt, self.retries.max_transient_retries, delay
             )
             time.sleep(delay)
         raise AssertionError("unreachable")
@@ -171,7 +181,7 @@ class IstioHook(BaseHook):
             f"get {kind} {namespace}/{name}",
             lambda: self.custom_objects.get_namespaced_custom_object(
                 GROUP, self.api_version, namespace, plural, name,
-                _request_timeout=self.request_timeout_seconds,
+                _request_timeout=self.retries.request_timeout_seconds,
             ),
         )
 
@@ -194,27 +204,17 @@ class IstioHook(BaseHook):
             response = self._with_transient_retries(
                 f"list {kind} in all namespaces",
                 lambda: self.custom_objects.list_cluster_custom_object(
-                    GROUP, self.api_version, plural, _request_timeout=self.request_timeout_seconds,
+                    GROUP, self.api_version, plural, _request_timeout=self.retries.request_timeout_seconds,
                 ),
             )
         else:
             response = self._with_transient_retries(
                 f"list {kind} in {namespace}",
                 lambda: self.custom_objects.list_namespaced_custom_object(
-                    GROUP, self.api_version, namespace, plural, _request_timeout=self.request_timeout_seconds,
+                    GROUP, self.api_version, namespace, plural, _request_timeout=self.retries.request_timeout_seconds,
                 ),
             )
         return list(response.get("items") or [])
-
-    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {**body, "apiVersion": f"{GROUP}/{self.api_version}", "kind": kind}
-        return self._with_transient_retries(
-            f"create {kind} {namespace}/{body['metadata']['name']}",
-            lambda: self.custom_objects.create_namespaced_custom_object(
-                GROUP, self.api_version, namespace, PLURALS[kind], body,
-                _request_timeout=self.request_timeout_seconds,
-            ),
-        )
 
     def update(
         self, kind: str, namespace: str, name: str, edit: Edit, *, dry_run: bool = False
@@ -228,7 +228,7 @@ class IstioHook(BaseHook):
         from kubernetes.client.exceptions import ApiException
 
         action = f"update {kind} {namespace}/{name}"
-        for attempt in range(1, self.max_conflict_retries + 2):
+        for attempt in range(1, self.retries.max_conflict_retries + 2):
             current = self.get(kind, namespace, name)
             desired = edit(current)
             if _comparable(desired) == _comparable(current):
@@ -242,7 +242,7 @@ class IstioHook(BaseHook):
                     action,
                     lambda body=body: self.custom_objects.replace_namespaced_custom_object(
                         GROUP, self.api_version, namespace, PLURALS[kind], name, body,
-                        _request_timeout=self.request_timeout_seconds,
+                        _request_timeout=self.retries.request_timeout_seconds,
                     ),
                 )
             except ApiException as exc:
@@ -251,13 +251,13 @@ class IstioHook(BaseHook):
                 self.log.warning(
                     "%s: 409 Conflict (someone else wrote resourceVersion %s first); re-reading and "
                     "re-applying the same change (%d/%d)",
-                    action, current["metadata"]["resourceVersion"], attempt, self.max_conflict_retries,
+                    action, current["metadata"]["resourceVersion"], attempt, self.retries.max_conflict_retries,
                 )
-                time.sleep(self.backoff_seconds * attempt / 2)
+                time.sleep(self.retries.backoff_seconds * attempt / 2)
                 continue
             return WriteResult(kind, namespace, name, current, stored, True, True, attempt)
         raise ConflictRetriesExhaustedError(
-            action, 409, f"still conflicting after {self.max_conflict_retries} retries"
+            action, 409, f"still conflicting after {self.retries.max_conflict_retries} retries"
         )
 
     # -- workloads -----------------------------------------------------------------------
@@ -268,7 +268,7 @@ class IstioHook(BaseHook):
             response = self._with_transient_retries(
                 f"get Service {namespace}/{name}",
                 lambda: self.core_v1.read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=self.request_timeout_seconds
+                    name, namespace, _preload_content=False, _request_timeout=self.retries.request_timeout_seconds
                 ),
             )
         except ObjectNotFoundError:
@@ -284,7 +284,7 @@ class IstioHook(BaseHook):
             f"list pods {namespace} -l {label_selector}",
             lambda: self.core_v1.list_namespaced_pod(
                 namespace, label_selector=label_selector, _preload_content=False,
-                _request_timeout=self.request_timeout_seconds,
+                _request_timeout=self.retries.request_timeout_seconds,
             ),
         )
         return list(json.loads(response.data).get("items", []))

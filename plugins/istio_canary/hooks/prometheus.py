@@ -6,15 +6,15 @@ basic auth, or a bearer token in extra `{"token": ...}` (or in password when log
 empty). Extra also takes `verify` (bool, or a CA bundle path), `timeout_seconds` (default
 10) and `headers` (e.g. a tenant header for Thanos/Mimir).
 
-Triggers cannot call `get_connection` synchronously in Airflow 3: an operator calls
-`connection_config()` and passes the dict into the trigger (trigger kwargs are stored
-encrypted), and the trigger calls the module-level `aquery(config, promql)`.
-Logs name the URL and the query, never credentials.
+Tasks query with `PrometheusHook.query` (requests); triggers, which cannot call
+`get_connection` synchronously in Airflow 3, build the hook from the connection id, read
+the connection with `aconnection_config()` and query with the module-level
+`aquery(config, promql)` (aiohttp). Both transports hand the HTTP status and body to one
+parser, `read_response`. Logs name the URL and the query, never credentials.
 """
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 import re
@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    import requests
     from prometheus_api_client import PrometheusConnect
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -111,17 +112,27 @@ def _server_message(status: int, body: str | bytes) -> str:
         return f"HTTP {status}: {text.strip()[:500]}"
 
 
-def _message_from_client_error(error: Exception) -> tuple[int | None, str]:
-    # prometheus_api_client raises "HTTP Status Code 400 (b'{...json...}')".
-    match = re.match(r"HTTP Status Code (\d+) \((b['\"].*['\"])\)$", str(error), re.DOTALL)
-    if not match:
-        return None, str(error)
-    status = int(match.group(1))
+def read_response(promql: str, status: int, body: bytes) -> list[dict[str, Any]]:
+    """The result of an instant query from its HTTP status and body, for both transports:
+    the samples, or the server's own error raised as `PrometheusQueryError` (unavailable
+    for gateway and overload statuses)."""
+    if status != 200:
+        error_type = PrometheusUnavailableError if status in UNAVAILABLE_STATUS else PrometheusQueryError
+        raise error_type(promql, _server_message(status, body))
     try:
-        body = ast.literal_eval(match.group(2))
-    except (ValueError, SyntaxError):
-        return status, str(error)
-    return status, _server_message(status, body)
+        payload = json.loads(body)
+        if payload.get("status") != "success":
+            raise PrometheusQueryError(promql, _server_message(status, body))
+        return _as_vector(payload["data"]["result"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PrometheusQueryError(promql, f"unexpected response: {body[:200]!r}") from error
+
+
+def _query_params(promql: str, at: float | None) -> dict[str, str]:
+    params = {"query": promql}
+    if at is not None:
+        params["time"] = repr(float(at))
+    return params
 
 
 def _ssl_option(verify: bool | str) -> ssl.SSLContext | bool:
@@ -134,19 +145,18 @@ def _ssl_option(verify: bool | str) -> ssl.SSLContext | bool:
 
 async def aquery(config: Mapping[str, Any], promql: str, at: float | None = None) -> list[dict[str, Any]]:
     """An instant query from a trigger (aiohttp, no blocking calls). `config` comes from
-    `PrometheusHook.connection_config()`; `at` is an evaluation time in epoch seconds."""
+    `PrometheusHook.aconnection_config()`; `at` is an evaluation time in epoch seconds."""
 
     import aiohttp
 
-    params = {"query": promql}
-    if at is not None:
-        params["time"] = repr(float(at))
     timeout = aiohttp.ClientTimeout(total=float(config.get("timeout", DEFAULT_TIMEOUT_SECONDS)))
     try:
         async with (
             aiohttp.ClientSession(headers=dict(config.get("headers") or {}), timeout=timeout) as session,
             session.get(
-                config["url"] + QUERY_PATH, params=params, ssl=_ssl_option(config.get("verify", True))
+                config["url"] + QUERY_PATH,
+                params=_query_params(promql, at),
+                ssl=_ssl_option(config.get("verify", True)),
             ) as response,
         ):
             body = await response.read()
@@ -157,16 +167,7 @@ async def aquery(config: Mapping[str, Any], promql: str, at: float | None = None
         ) from error
     except aiohttp.ClientError as error:
         raise PrometheusQueryError(promql, f"request to {config['url']} failed: {error!r}") from error
-    if status != 200:
-        error_type = PrometheusUnavailableError if status in UNAVAILABLE_STATUS else PrometheusQueryError
-        raise error_type(promql, _server_message(status, body))
-    try:
-        payload = json.loads(body)
-        if payload.get("status") != "success":
-            raise PrometheusQueryError(promql, _server_message(status, body))
-        return _as_vector(payload["data"]["result"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise PrometheusQueryError(promql, f"unexpected response: {body[:200]!r}") from error
+    return read_response(promql, status, body)
 
 
 class PrometheusHook(BaseHook):
@@ -180,7 +181,7 @@ class PrometheusHook(BaseHook):
     def __init__(
         self, prometheus_conn_id: str = default_conn_name, *, config: Mapping[str, Any] | None = None
     ) -> None:
-        """`config` (from `connection_config()`) skips the connection lookup, e.g. in a trigger."""
+        """`config` (from `connection_config_from`) skips the connection lookup."""
         super().__init__()
         self.prometheus_conn_id = prometheus_conn_id
         self._config: dict[str, Any] | None = dict(config) if config is not None else None
@@ -211,8 +212,8 @@ class PrometheusHook(BaseHook):
     # ------------------------------------------------------------------ configuration
 
     def connection_config(self) -> dict[str, Any]:
-        """url, headers (with credentials), verify and timeout: serializable, for a trigger.
-        It holds secrets: pass it on, never log it."""
+        """url, headers (with credentials), verify and timeout: what `aquery` takes.
+        It holds secrets: never log it, nor put it in trigger kwargs (stored in the database)."""
         if self._config is None:
             self._config = self._config_from(self.get_connection(self.prometheus_conn_id))
         return dict(self._config)
@@ -245,47 +246,52 @@ class PrometheusHook(BaseHook):
     # ------------------------------------------------------------------ queries
 
     @cached_property
-    def client(self) -> PrometheusConnect:
+    def session(self) -> requests.Session:
+        """A requests session with the connection's headers, TLS option and quick retries."""
         import requests
-        from prometheus_api_client import PrometheusConnect
+        from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
 
         config = self.connection_config()
         session = requests.Session()
         session.verify = config["verify"]
+        session.headers.update(config["headers"])
         # Few, quick retries: the watch re-checks every few seconds anyway.
         retry = Retry(total=2, backoff_factor=0.2, status_forcelist=sorted(UNAVAILABLE_STATUS))
-        return PrometheusConnect(
-            url=config["url"],
-            headers=config["headers"] or None,
-            session=session,
-            retry=retry,
-            timeout=config["timeout"],
-        )
+        session.mount(config["url"], HTTPAdapter(max_retries=retry))
+        return session
 
     def get_conn(self) -> PrometheusConnect:
-        return self.client
+        """prometheus-api-client's client on this hook's session (same headers, TLS and retries),
+        for code that wants the library's range and metadata queries. The pipeline's own instant
+        queries use the session directly: the library reports a failed query only as exception
+        text, and both transports here read the server's status and body with one parser."""
+        from prometheus_api_client import PrometheusConnect
+
+        config = self.connection_config()
+        return PrometheusConnect(
+            url=config["url"], headers=config["headers"] or None, session=self.session, timeout=config["timeout"]
+        )
 
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """An instant query: a list of {"metric": {...}, "value": [ts, "value"]}."""
         import requests
-        from prometheus_api_client import PrometheusApiClientException
 
-        client = self.client
-        self.log.info("PromQL at %s: %s", client.url, promql)
-        params = {"time": repr(float(at))} if at is not None else None
+        session = self.session
+        config = self.connection_config()
+        url = config["url"]
+        self.log.info("PromQL at %s: %s", url, promql)
         try:
-            return _as_vector(client.custom_query(promql, params=params))
-        except PrometheusApiClientException as error:
-            status, message = _message_from_client_error(error)
-            error_type = PrometheusUnavailableError if status in UNAVAILABLE_STATUS else PrometheusQueryError
-            raise error_type(promql, message) from error
+            response = session.get(
+                url + QUERY_PATH, params=_query_params(promql, at), timeout=config["timeout"]
+            )
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as error:
             raise PrometheusUnavailableError(
-                promql, f"cannot reach Prometheus at {client.url}: {type(error).__name__}: {error}"
+                promql, f"cannot reach Prometheus at {url}: {type(error).__name__}: {error}"
             ) from error
-        except (requests.RequestException, ValueError, KeyError) as error:
-            raise PrometheusQueryError(promql, f"request to {client.url} failed: {error}") from error
+        except requests.RequestException as error:
+            raise PrometheusQueryError(promql, f"request to {url} failed: {error}") from error
+        return read_response(promql, response.status_code, response.content)
 
     async def aquery(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """`query` for async code: the connection is read without blocking the event loop."""

@@ -12,16 +12,19 @@ from urllib.parse import urlencode
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from istio_canary.core.judge import JudgeState, Outcome, Verdict
-from istio_canary.core.metrics import (
-    AnalysisConfig,
-    CounterSnapshot,
-    custom_value,
-    error_ratio_graph_query,
-    values_by_version,
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.judge_state import JudgeState
+from istio_canary.core.observer import (
+    CheckPlan,
+    CheckReading,
+    plan_check,
+    plan_window_start,
+    window_seconds_since,
 )
 from istio_canary.core.plan import BakePlan, plan_bake
+from istio_canary.core.promql import error_ratio_graph_query
 from istio_canary.core.request import ReleaseRequest
+from istio_canary.core.verdict import Verdict, VerdictOutcome
 from istio_canary.core.watch import (
     WatchProgress,
     WatchTarget,
@@ -129,11 +132,15 @@ class _CanaryAnalysisBase(BaseOperator):
         )
 
     def log_queries(self, window_seconds: int) -> None:
-        self.log.info("PromQL (counters, differenced between checks): %s", self.target.snapshot_query())
-        self.log.info("PromQL (p99 over the window): %s", self.target.latency_query(window_seconds))
-        for name, per_version in self.target.custom_queries(self.config, window_seconds).items():
-            for version, query in per_version.items():
-                self.log.info("PromQL (%s, %s): %s", name, version, query)
+        self.log_plan(plan_check(self.target, self.config, window_seconds))
+
+    def log_plan(self, plan: CheckPlan) -> None:
+        for what, query in plan.described():
+            self.log.info("PromQL (%s): %s", what, query)
+
+    def observe(self, plan: CheckPlan, at: float) -> CheckReading:
+        """One look at Prometheus, every query of `plan` evaluated at `at`."""
+        return plan.read([self.hook.query(query, at=at) for query in plan.queries()], at)
 
 
 class CanaryBakePlanOperator(_CanaryAnalysisBase):
@@ -218,7 +225,7 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
         start_date = getattr(dag_run, "start_date", None)
         self.defer(
             trigger=_watch_trigger(
-                prometheus=self.hook.connection_config(),
+                prometheus_conn_id=self.prometheus_conn_id,
                 target=self.target.to_dict(),
                 analysis=config.to_dict(),
                 started_at=time.time(),
@@ -285,7 +292,7 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
             progress = WatchProgress.from_dict(watch["progress"])
         else:
             progress = self._standalone_start()
-        if progress.verdict is not None and progress.verdict.outcome is Outcome.FAIL:
+        if progress.verdict is not None and progress.verdict.outcome is VerdictOutcome.FAIL:
             verdict = progress.verdict
             self.log.info("the watch stopped the step early; its verdict stands")
         else:
@@ -298,40 +305,32 @@ class CanaryAnalysisOperator(_CanaryAnalysisBase):
         window = self.window_seconds or self.config.bake_seconds
         start = time.time() - window
         progress = begin(start)
-        query = self.target.snapshot_query()
-        self.log.info("PromQL (counters at window start): %s", query)
+        plan = plan_window_start(self.target)
+        self.log.info("PromQL (counters at window start): %s", plan.snapshot_query)
         try:
-            snapshot = CounterSnapshot.from_results(
-                self.hook.query(query, at=start), start, label=self.target.metric_label
-            )
+            reading = self.observe(plan, start)
         except PrometheusQueryError as error:
             progress, _ = record_missing_data(self.config, progress, f"no data: {error.message}")
             return progress
-        progress, _ = record_check(self.config, self.target, progress, snapshot)
+        progress, _ = record_check(self.config, self.target, progress, reading.snapshot)
         return progress
 
     def _final_check(self, progress: WatchProgress) -> tuple[WatchProgress, Verdict]:
         now = time.time()
-        window = max(1, int(now - progress.started_at) + 1)
-        self.log_queries(window)
+        plan = plan_check(self.target, self.config, window_seconds_since(progress.started_at, now))
+        self.log_plan(plan)
         try:
-            label = self.target.metric_label
-            snapshot = CounterSnapshot.from_results(
-                self.hook.query(self.target.snapshot_query(), at=now), now, label=label
-            )
-            p99 = values_by_version(self.hook.query(self.target.latency_query(window), at=now), label=label)
-            custom = {
-                name: {version: custom_value(self.hook.query(query, at=now)) for version, query in per_version.items()}
-                for name, per_version in self.target.custom_queries(self.config, window).items()
-            }
+            reading = self.observe(plan, now)
         except PrometheusQueryError as error:
             self.log.warning("final check failed: %s", error)
             return record_missing_data(self.config, progress, f"no data: {error.message}", final=True)
-        self.log.info("raw counters: %s; p99 ms: %s", snapshot.series, p99)
+        self.log.info("raw counters: %s; p99 ms: %s", reading.snapshot.series, reading.p99_ms)
         if progress.start is None:
             # The window never got its first snapshot (Prometheus was down): nothing to difference.
             return record_missing_data(self.config, progress, "no counter snapshot at window start", final=True)
-        progress, verdict = record_check(self.config, self.target, progress, snapshot, p99, custom, final=True)
+        progress, verdict = record_check(
+            self.config, self.target, progress, reading.snapshot, reading.p99_ms, reading.custom, final=True
+        )
         assert verdict is not None
         return progress, verdict
 

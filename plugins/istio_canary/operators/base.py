@@ -9,17 +9,25 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from istio_canary.core.destination_rule import ensure_subsets
 from istio_canary.core.diff import yaml_diff
 from istio_canary.core.lock import NotLockHolderError, require_holder, without_own_annotations
 from istio_canary.core.request import ReleaseRequest
-from istio_canary.core.routing import ensure_subsets
 from istio_canary.hooks.istio import IstioHook, WriteResult
 
 Edit = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def as_bool(value: bool | str) -> bool:
-    """Templated booleans arrive as strings ("True"/"False") unless the DAG renders natively."""
+    """Templated booleans arrive as strings ("True"/"False") unless the DAG renders natively.
+
+    The release DAG keeps Airflow's default string rendering rather than
+    `render_template_as_native_obj=True`, which would remove this and `parse_release`: native
+    rendering passes every rendered string through `ast.literal_eval`, so a namespace `2024`
+    or a connection id `1` reaches the operators as an int (seen in an `airflow dags test`
+    run), and it swaps Airflow's sandboxed Jinja environment for an unsandboxed one. These
+    operators also serve DAGs that render as strings, the default.
+    """
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)

@@ -28,12 +28,19 @@ from istio_canary.core.preflight import (
     virtual_service_refusals,
 )
 from istio_canary.core.routing import find_owned_route, request_for
-from istio_canary.hooks.istio import IstioApiError, ObjectNotFoundError
-from istio_canary.operators.base import IstioReleaseOperator, as_bool, release_holder
+from istio_canary.hooks.istio import IstioApiError, ObjectNotFoundError, WriteResult
+from istio_canary.operators.base import Edit, IstioReleaseOperator, as_bool, release_holder
 
 
 class PreflightError(RuntimeError):
     """The cluster is not ready for this release; nothing was written."""
+
+
+def _with_moved(snapshot: dict[str, Any] | None, moved: dict[str, Any]) -> dict[str, Any] | None:
+    """The snapshot with those of the VirtualServices moved with the release, if any."""
+    if snapshot is not None and moved:
+        return {**snapshot, "virtualServices": moved}
+    return snapshot
 
 
 def _snapshot_copy(obj: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -76,20 +83,37 @@ class IstioPreflightOperator(IstioReleaseOperator):
         self.break_stale_lock = break_stale_lock
 
     def execute(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        req, hook = self.request, self.hook
         holder = release_holder(context)
-        try:
-            vs = hook.get_virtual_service(req.namespace, req.virtual_service)
-        except ObjectNotFoundError as exc:
-            raise PreflightError(f"VirtualService {req.namespace}/{req.virtual_service} not found") from exc
-
+        vs = self._read_virtual_service()
         finished = outcome_of(vs)
         if finished is not None and finished.holder == holder and lock_of(vs) is None:
             # A re-run after the release finished: taking the lock again would restart it.
             self.log.info("no change: release %s already finished (%s at %s)", holder, finished.outcome,
                           finished.at)
             return {"holder": holder, "finished": finished.outcome, "snapshot": None}
+        dr, service, included = self._read_release_objects()
+        self._refuse_unless_releasable(vs, dr, service, included, holder)
+        owned = find_owned_route(vs, self.request)
+        self.log.info("owned route: http[%d] %s", owned, vs["spec"]["http"][owned].get("name", "(unnamed)"))
+        self._announce_lock_break(context, vs, holder)
+        if self.is_dry_run:
+            snapshot, result = self._pretend_to_lock(vs, dr, included, holder), None
+        else:
+            snapshot, result = self._take_locks(context, dr, included, holder)
+        self.log.info("snapshot (restored on rollback):\n%s", yaml.safe_dump(snapshot, sort_keys=False))
+        return {"holder": holder, "snapshot": snapshot,
+                "resource_version": result.resource_version if result else vs["metadata"]["resourceVersion"]}
 
+    def _read_virtual_service(self) -> dict[str, Any]:
+        req = self.request
+        try:
+            return self.hook.get_virtual_service(req.namespace, req.virtual_service)
+        except ObjectNotFoundError as exc:
+            raise PreflightError(f"VirtualService {req.namespace}/{req.virtual_service} not found") from exc
+
+    def _read_release_objects(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+        """The DestinationRule, the Service and the VirtualServices moved with the release (by name)."""
+        req, hook = self.request, self.hook
         dr = hook.find("DestinationRule", req.namespace, req.destination_rule)
         if dr is None:
             raise PreflightError(
@@ -99,28 +123,27 @@ class IstioPreflightOperator(IstioReleaseOperator):
         service = hook.find_service(req.namespace, req.service)
         if service is None:
             raise PreflightError(f"Service {req.namespace}/{req.service} not found")
-
         included = {}
         for name in req.virtual_services:
             try:
                 included[name] = hook.get_virtual_service(req.namespace, name)
             except ObjectNotFoundError as exc:
                 raise PreflightError(f"VirtualService {req.namespace}/{name} (virtual_services) not found") from exc
+        return dr, service, included
 
+    def _refuse_unless_releasable(
+        self, vs: dict[str, Any], dr: dict[str, Any], service: dict[str, Any],
+        included: dict[str, dict[str, Any]], holder: str,
+    ) -> None:
+        """Every check of the class docstring, on the objects as first read; all refusals at once."""
+        req = self.request
         service_problems = service_refusals(service, req)
-        refusals = [*service_problems, *destination_rule_refusals(dr, req)]
-        for name, each in included.items():
-            taken = lock_of(each)
-            if taken is not None and taken.holder != holder and not self._break_stale():
-                refusals.append(Refusal(
-                    f"VirtualService {req.namespace}/{name}", f"metadata.annotations[{LOCK_ANNOTATION}]",
-                    f"held by release {taken.describe()}", "wait for that release to finish, or leave "
-                    f"{name!r} out of virtual_services"))
+        refusals = [*service_problems, *destination_rule_refusals(dr, req), *self._held_elsewhere(included, holder)]
         for each in (vs, *included.values()):
             basis = self._routing_basis(each, holder)
             if basis is not None:
                 refusals += virtual_service_refusals(basis, dr, request_for(each, req))
-        refusals += other_virtual_service_refusals(vs, hook.list("VirtualService", req.namespace), req)
+        refusals += other_virtual_service_refusals(vs, self.hook.list("VirtualService", req.namespace), req)
         refusals += other_destination_rule_refusals(vs, dr, self._rules_of_host(), req)
         problems: list[str] = []
         if not service_problems:  # pods are found through the Service's selector
@@ -129,14 +152,29 @@ class IstioPreflightOperator(IstioReleaseOperator):
             raise ReleaseRefusedError(refusals)
         if problems:
             raise PreflightError("pods not ready for the release: " + "; ".join(problems))
-        owned = find_owned_route(vs, req)
-        self.log.info("owned route: http[%d] %s", owned, vs["spec"]["http"][owned].get("name", "(unnamed)"))
 
+    def _held_elsewhere(self, included: dict[str, dict[str, Any]], holder: str) -> list[Refusal]:
+        """VirtualServices moved with the release that another release holds."""
+        refusals = []
+        for name, each in included.items():
+            taken = lock_of(each)
+            if taken is not None and taken.holder != holder and not self._break_stale():
+                refusals.append(Refusal(
+                    f"VirtualService {self.request.namespace}/{name}", f"metadata.annotations[{LOCK_ANNOTATION}]",
+                    f"held by release {taken.describe()}", "wait for that release to finish, or leave "
+                    f"{name!r} out of virtual_services"))
+        return refusals
+
+    def _announce_lock_break(self, context: Mapping[str, Any], vs: dict[str, Any], holder: str) -> None:
         current_lock = lock_of(vs)
         if current_lock is not None and current_lock.holder != holder and self._break_stale():
             self._refuse_if_holder_active(context, current_lock.holder)
             self.log.warning("BREAKING the release lock held by %s, as asked (break_stale_lock)",
                              current_lock.describe())
+
+    def _lock_edit(self, dr: dict[str, Any], holder: str) -> Edit:
+        """The write that takes the lock on a VirtualService, with its snapshot beside it."""
+        req = self.request
 
         def take_lock(live: dict[str, Any]) -> dict[str, Any]:
             # The snapshot and the checks come from the object this write is based on: an
@@ -150,28 +188,35 @@ class IstioPreflightOperator(IstioReleaseOperator):
             snapshot = {"virtualService": _snapshot_copy(live), "destinationRule": _snapshot_copy(dr) if primary else None}
             return with_lock(live, holder, snapshot, break_stale=self._break_stale())
 
-        if self.is_dry_run:
-            for each in (vs, *included.values()):
-                take_lock(each)
-            self.log.info("DRY RUN: would take the release lock for %s", holder)
-            snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
-            moved = {name: _snapshot_copy(each) for name, each in included.items()}
-            result = None
-        else:
-            # The release's own VirtualService first: it is the one-release-per-service lock. Each
-            # one moved with it carries the same holder's lock and its own snapshot.
-            result = self.update_virtual_service(context, take_lock, "take release lock")
-            snapshot = snapshot_of(result.after) if result is not None else None
-            moved = {}
-            for name in included:
-                taken = self.update_virtual_service(context, take_lock, "take release lock", name)
-                recorded = snapshot_of(taken.after) if taken is not None else None
-                moved[name] = (recorded or {}).get("virtualService")
-        if snapshot is not None and moved:
-            snapshot = {**snapshot, "virtualServices": moved}
-        self.log.info("snapshot (restored on rollback):\n%s", yaml.safe_dump(snapshot, sort_keys=False))
-        return {"holder": holder, "snapshot": snapshot,
-                "resource_version": result.resource_version if result else vs["metadata"]["resourceVersion"]}
+        return take_lock
+
+    def _pretend_to_lock(
+        self, vs: dict[str, Any], dr: dict[str, Any], included: dict[str, dict[str, Any]], holder: str
+    ) -> dict[str, Any]:
+        """Dry run: check the lock edits on the objects as read; the snapshot they would record."""
+        take_lock = self._lock_edit(dr, holder)
+        for each in (vs, *included.values()):
+            take_lock(each)
+        self.log.info("DRY RUN: would take the release lock for %s", holder)
+        snapshot = {"virtualService": _snapshot_copy(vs), "destinationRule": _snapshot_copy(dr)}
+        moved = {name: _snapshot_copy(each) for name, each in included.items()}
+        return _with_moved(snapshot, moved)
+
+    def _take_locks(
+        self, context: Mapping[str, Any], dr: dict[str, Any], included: dict[str, dict[str, Any]], holder: str
+    ) -> tuple[dict[str, Any] | None, WriteResult | None]:
+        """(the recorded snapshot, the primary write); None when this run no longer holds it."""
+        take_lock = self._lock_edit(dr, holder)
+        # The release's own VirtualService first: it is the one-release-per-service lock. Each
+        # one moved with it carries the same holder's lock and its own snapshot.
+        result = self.update_virtual_service(context, take_lock, "take release lock")
+        snapshot = snapshot_of(result.after) if result is not None else None
+        moved = {}
+        for name in included:
+            taken = self.update_virtual_service(context, take_lock, "take release lock", name)
+            recorded = snapshot_of(taken.after) if taken is not None else None
+            moved[name] = (recorded or {}).get("virtualService")
+        return _with_moved(snapshot, moved), result
 
     def _routing_basis(self, vs: dict[str, Any], holder: str) -> dict[str, Any] | None:
         """The VirtualService whose routing the release starts from, to check; None: nothing to check.

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from istio_canary.core.destination_rule import ensure_subsets, restore_subsets
 from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
 from istio_canary.core.lock import NotLockHolderError, finished, outcome_of, snapshot_of
 from istio_canary.core.routing import (
     RoutingPlan,
     apply_plan,
-    ensure_subsets,
     plan_for_step,
     promote,
     request_for,
     restore_owned,
-    restore_subsets,
     routing_state,
     written_routes,
 )

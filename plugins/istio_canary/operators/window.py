@@ -21,14 +21,9 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from istio_canary.core.windows import (
-    GateDecision,
-    WindowPolicy,
-    gate,
-    hold_before_step,
-    load_window_config,
-    require_mode,
-)
+from istio_canary.core.window_gate import GateDecision, gate, hold_before_step, require_mode
+from istio_canary.core.window_policy import WindowPolicy
+from istio_canary.core.windows import load_window_config
 
 # Slack on top of the wait before Airflow gives up on the trigger (triggerer restarts, skew).
 TRIGGER_TIMEOUT_SLACK = timedelta(hours=1)
@@ -47,7 +42,7 @@ class ReleaseWindowGateOperator(BaseOperator):
         unset to use the `services:` mapping for `service` (no mapping: no gate).
     :param window_mode: `wait` (defer until the window opens), `refuse` (fail, saying when the
         next window opens) or `ignore`. In phase `step`, `refuse` holds too (see
-        `core.windows.hold_before_step`): a release in flight is held, not failed.
+        `core.window_gate.hold_before_step`): a release in flight is held, not failed.
     :param service: the released service, for the per-service policy mapping.
     :param namespace: its namespace (`namespace/service` mapping entries win).
     :param windows_file: the policy file; default `ISTIO_CANARY_WINDOWS_FILE` or include/.

@@ -13,19 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import cached_property
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from istio_canary.core.judge import JudgeState
-from istio_canary.core.metrics import (
-    AnalysisConfig,
-    CounterSnapshot,
-    Measurement,
-    custom_value,
-    measurements_from_results,
-    values_by_version,
-)
+from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.judge_state import JudgeState
+from istio_canary.core.observer import plan_check, window_seconds_since
+from istio_canary.core.samples import Measurement, custom_value, measurements_from_results
 from istio_canary.core.watch import (
     WatchProgress,
     WatchTarget,
@@ -34,13 +30,13 @@ from istio_canary.core.watch import (
     record_check,
     record_missing_data,
 )
-from istio_canary.hooks.prometheus import PrometheusQueryError, aquery
+from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError, aquery
 
 
 class CanaryWatchTrigger(BaseTrigger):
     """
-    :param prometheus: `PrometheusHook.connection_config()` (url, headers, verify, timeout).
-        Holds credentials: Airflow stores trigger kwargs encrypted; never logged here.
+    :param prometheus_conn_id: the Prometheus connection; the trigger reads it itself, so no
+        credential travels in its kwargs.
     :param target: `WatchTarget.to_dict()` (with its metric label; without one, destination_version).
     :param analysis: `AnalysisConfig.to_dict()`.
     :param started_at: epoch seconds the bake started (the step's route was set).
@@ -51,7 +47,7 @@ class CanaryWatchTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        prometheus: dict[str, Any],
+        prometheus_conn_id: str,
         target: dict[str, str],
         analysis: dict[str, Any],
         started_at: float,
@@ -59,7 +55,7 @@ class CanaryWatchTrigger(BaseTrigger):
         history_at: float | None = None,
     ) -> None:
         super().__init__()
-        self.prometheus = prometheus
+        self.prometheus_conn_id = prometheus_conn_id
         self.target = target
         self.analysis = analysis
         self.started_at = started_at
@@ -70,7 +66,7 @@ class CanaryWatchTrigger(BaseTrigger):
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
-                "prometheus": self.prometheus,
+                "prometheus_conn_id": self.prometheus_conn_id,
                 "target": self.target,
                 "analysis": self.analysis,
                 "started_at": self.started_at,
@@ -78,6 +74,14 @@ class CanaryWatchTrigger(BaseTrigger):
                 "history_at": self.history_at,
             },
         )
+
+    @cached_property
+    def hook(self) -> PrometheusHook:
+        return PrometheusHook(self.prometheus_conn_id)
+
+    async def _query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """One instant query over aiohttp; the connection is read once, without blocking."""
+        return await aquery(await self.hook.aconnection_config(), promql, at)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         config = AnalysisConfig.from_params(self.analysis)
@@ -102,26 +106,16 @@ class CanaryWatchTrigger(BaseTrigger):
             progress = await self._check(config, target, progress)
 
     async def _check(self, config: AnalysisConfig, target: WatchTarget, progress: WatchProgress) -> WatchProgress:
-        window = max(1, int(time.time() - progress.started_at) + 1)
+        plan = plan_check(target, config, window_seconds_since(progress.started_at, time.time()))
         try:
             at = time.time()
-            snapshot = CounterSnapshot.from_results(
-                await aquery(self.prometheus, target.snapshot_query(), at), at, label=target.metric_label
-            )
-            p99 = values_by_version(
-                await aquery(self.prometheus, target.latency_query(window), at), label=target.metric_label
-            )
-            custom = {
-                name: {version: custom_value(await aquery(self.prometheus, query, at))
-                       for version, query in per_version.items()}
-                for name, per_version in target.custom_queries(config, window).items()
-            }
+            reading = plan.read([await self._query(query, at) for query in plan.queries()], at)
         except PrometheusQueryError as error:
             self.log.warning("check failed: %s", error)
             progress, verdict = record_missing_data(config, progress, f"no data: {error.message}")
             self.log.info("%s", verdict.table())
             return progress
-        progress, verdict = record_check(config, target, progress, snapshot, p99, custom)
+        progress, verdict = record_check(config, target, progress, reading.snapshot, reading.p99_ms, reading.custom)
         if verdict is not None:
             self.log.info("%s", verdict.table())
         return progress
@@ -135,7 +129,7 @@ class CanaryWatchTrigger(BaseTrigger):
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                result = await aquery(self.prometheus, target.freshness_query())
+                result = await self._query(target.freshness_query())
             except PrometheusQueryError:
                 return  # the first check records the outage
             scraped = custom_value(result)  # the single sample of max(timestamp(...)), if any
@@ -150,8 +144,8 @@ class CanaryWatchTrigger(BaseTrigger):
             return None
         requests_q, errors_q = target.history_queries(config)
         try:
-            requests = await aquery(self.prometheus, requests_q, self.history_at)
-            errors = await aquery(self.prometheus, errors_q, self.history_at)
+            requests = await self._query(requests_q, self.history_at)
+            errors = await self._query(errors_q, self.history_at)
         except PrometheusQueryError as error:
             self.log.warning("no pre-release history: %s", error)
             return None

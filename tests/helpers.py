@@ -1,0 +1,44 @@
+"""Small helpers the test modules share: Istio objects of the seeded `reviews` service as the
+sandbox stores them, and route destinations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from sandbox.client import ISTIO_GROUP, ISTIO_VERSION, SandboxInfo
+
+NS = "bookinfo"
+
+
+def vs_of(cluster: SandboxInfo, name: str = "reviews", namespace: str = NS) -> dict[str, Any]:
+    """The VirtualService as stored (read with the admin's kubeconfig)."""
+    return cluster.istio_object("virtualservices", name, namespace)
+
+
+def dr_of(cluster: SandboxInfo, name: str = "reviews", namespace: str = NS) -> dict[str, Any]:
+    """The DestinationRule as stored (read with the admin's kubeconfig)."""
+    return cluster.istio_object("destinationrules", name, namespace)
+
+
+def dest(subset: str | None, weight: int | None = None, host: str = "reviews") -> dict[str, Any]:
+    """One route destination: `host` (and `subset`), with `weight` when given."""
+    d: dict[str, Any] = {"destination": {"host": host, **({"subset": subset} if subset else {})}}
+    if weight is not None:
+        d["weight"] = weight
+    return d
+
+
+def route_to(istio: client.CustomObjectsApi, http: list[dict[str, Any]]) -> str:
+    """Add subset v2 to reviews' DestinationRule and replace its VirtualService's HTTP routes;
+    returns the VirtualService's new resourceVersion."""
+    args = (ISTIO_GROUP, ISTIO_VERSION, NS)
+    rule = istio.get_namespaced_custom_object(*args, "destinationrules", "reviews")
+    if all(s["name"] != "v2" for s in rule["spec"]["subsets"]):
+        rule["spec"]["subsets"].append({"name": "v2", "labels": {"version": "v2"}})
+        istio.replace_namespaced_custom_object(*args, "destinationrules", "reviews", rule)
+    vs = istio.get_namespaced_custom_object(*args, "virtualservices", "reviews")
+    vs["spec"]["http"] = http
+    written = istio.replace_namespaced_custom_object(*args, "virtualservices", "reviews", vs)
+    return written["metadata"]["resourceVersion"]
