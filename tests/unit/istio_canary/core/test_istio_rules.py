@@ -18,7 +18,7 @@ from istio_canary.core.istio_rules import (
     validate_virtual_service,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FIXTURE_FILES = sorted(p.name for p in FIXTURES.glob("*.yaml") if p.name != "scenarios.yaml")
 FOREIGN, OWNED = 0, 1  # reviews: http[0] is someone else's `jason` route, http[1] the release's
 

@@ -27,7 +27,7 @@ from istio_canary.core.routing import (
 )
 from istio_canary.core.validation import ValidationError
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SCENARIOS = yaml.safe_load((FIXTURES / "scenarios.yaml").read_text())
 
 

@@ -20,7 +20,7 @@ from istio_canary.core.routing import RoutingPlan, apply_plan, find_owned_route,
 
 schema = pytest.importorskip("sandbox.schema", reason="sandbox.schema (CRD validation) not available yet")
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SCENARIOS = yaml.safe_load((FIXTURES / "scenarios.yaml").read_text())
 API_VERSIONS = ("v1", "v1beta1")
 

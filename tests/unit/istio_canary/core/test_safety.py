@@ -20,7 +20,7 @@ from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError, require_conn_id
 from istio_canary.core.watch import WatchTarget
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[4]
 RELEASE = {"service": "reviews", "namespace": "bookinfo", "stable_version": "v1", "canary_version": "v2"}
 
 # Attempts to break out of a PromQL label value, or to widen a regex matcher.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DAGS = PROJECT_ROOT / "dags"
 HEAVY = ("kubernetes", "kubernetes_asyncio", "prometheus_api_client", "aiohttp", "requests_oauthlib")
 

@@ -12,7 +12,7 @@ from istio_canary.core.diff import strip_volatile, yaml_diff
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import set_weights
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def load(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
