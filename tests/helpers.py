@@ -11,6 +11,19 @@ from sandbox.client import ISTIO_GROUP, ISTIO_VERSION, SandboxInfo
 
 NS = "bookinfo"
 
+# Names that would break out of a PromQL label matcher, or are not Kubernetes names.
+INJECTIONS = [
+    'reviews"} or vector(1) #',
+    'reviews",destination_version=~".*',
+    "reviews}[5m]) or vector(1",
+    "Reviews",
+    "reviews\n",
+    "",
+    "a" * 64,
+]
+# Legal as a version (a Kubernetes label value, e.g. version=Reviews), not as a service or namespace.
+LEGAL_VERSIONS = {"Reviews"}
+
 
 def vs_of(cluster: SandboxInfo, name: str = "reviews", namespace: str = NS) -> dict[str, Any]:
     """The VirtualService as stored (read with the admin's kubeconfig)."""

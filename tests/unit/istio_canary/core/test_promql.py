@@ -18,18 +18,7 @@ from istio_canary.core.samples import (
     MeasuredSpan,
 )
 from istio_canary.core.validation import ValidationError
-
-INJECTIONS = [
-    'reviews"} or vector(1) #',
-    'reviews",destination_version=~".*',
-    "reviews}[5m]) or vector(1",
-    "Reviews",
-    "reviews\n",
-    "",
-    "a" * 64,
-]
-# Legal as a version (a Kubernetes label value, e.g. version=Reviews), not as a service or namespace.
-LEGAL_VERSIONS = {"Reviews"}
+from tests.helpers import INJECTIONS, LEGAL_VERSIONS
 
 # --------------------------------------------------------------------------- built-in queries
 
