@@ -174,6 +174,12 @@ class SandboxInfo:
         with urllib.request.urlopen(f"{self.control_url}/control/state", timeout=10) as resp:
             return json.loads(resp.read())
 
+    def clients(self) -> list[dict[str, Any]]:
+        """Returning users (services whose `clients` is set): responses per route and version,
+        and per client its responses per version, `left` and cookies (TrafficGenerator.clients_report)."""
+        with urllib.request.urlopen(f"{self.control_url}/control/clients", timeout=10) as resp:
+            return json.loads(resp.read())
+
     def counts(self) -> list[dict[str, Any]]:
         """Exact simulated request counts: rows of service, namespace, version (or "unknown"),
         user_agent_canary, cookie_canary, response_code, count."""

@@ -3,8 +3,9 @@
 A world is read from YAML (default: `default_world.yaml` beside this file), checked field by
 field (errors name the field path and the value, e.g. `services[0].versions.v2.error_rate=1.5`),
 and then seeded into the Store as the objects a real cluster would hold: a Service, one Pod
-per replica and version, a DestinationRule and a VirtualService routing everything to the
-stable version.
+per replica and version, one Deployment per version (its status counting those pods) and an
+autoscaling/v2 HorizontalPodAutoscaler where a version sets `hpa_max_replicas`, a
+DestinationRule and a VirtualService routing everything to the stable version.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SERVICE_DEFAULTS: dict[str, Any] = {
     "rps": 50.0,
     "header_fraction": 0.1,
     "cookie_fraction": 0.1,
+    # Returning users: 0, every request is a new anonymous client (no cookies kept); N, the
+    # requests come from a pool of N clients, each keeping the cookies responses set.
+    "clients": 0,
 }
 VERSION_DEFAULTS: dict[str, Any] = {
     "error_rate": 0.0,
@@ -38,13 +42,17 @@ VERSION_DEFAULTS: dict[str, Any] = {
     "replicas": 1,
     "sidecar": True,
     "ready": True,
+    # None: no HorizontalPodAutoscaler; a number: an autoscaling/v2 HPA on the version's
+    # Deployment with this maxReplicas (minReplicas: its replicas, at least 1).
+    "hpa_max_replicas": None,
 }
 DEFAULT_VERSIONS = ("v1", "v2")
 _WORLD_FIELDS = {"tick_ms", "services"}
 _SERVICE_FIELDS = {*SERVICE_DEFAULTS, "name", "stable", "versions"}
 _VERSION_FIELDS = set(VERSION_DEFAULTS)
 # Fields `set` may change while the sandbox runs, per service and per version.
-SERVICE_BEHAVIOUR_FIELDS = ("rps", "header_fraction", "cookie_fraction")
+SERVICE_BEHAVIOUR_FIELDS = ("rps", "header_fraction", "cookie_fraction", "clients")
+MAX_CLIENTS = 100_000
 VERSION_BEHAVIOUR_FIELDS = ("error_rate", "latency_ms_p50", "latency_ms_p99")
 
 
@@ -57,6 +65,7 @@ class VersionConfig:
     replicas: int = 1
     sidecar: bool = True
     ready: bool = True
+    hpa_max_replicas: int | None = None
 
     def behaviour(self) -> dict[str, float]:
         return {f: getattr(self, f) for f in VERSION_BEHAVIOUR_FIELDS}
@@ -72,6 +81,7 @@ class ServiceConfig:
     cookie_fraction: float
     stable: str
     versions: dict[str, VersionConfig]
+    clients: int = 0
 
     @property
     def fqdn(self) -> str:
@@ -169,7 +179,8 @@ def _parse_service(path: str, raw: Any) -> ServiceConfig:
     stable = raw.get("stable", next(iter(versions)))
     if stable not in versions:
         raise SandboxInputError(f"{path}.stable", stable, f"must be one of the versions {sorted(versions)}")
-    return ServiceConfig(name, namespace, port, rps, header_fraction, cookie_fraction, stable, versions)
+    clients = _require_int(f"{path}.clients", merged["clients"], 0, MAX_CLIENTS)
+    return ServiceConfig(name, namespace, port, rps, header_fraction, cookie_fraction, stable, versions, clients)
 
 
 def _parse_version(path: str, name: Any, raw: Any) -> VersionConfig:
@@ -186,6 +197,8 @@ def _parse_version(path: str, name: Any, raw: Any) -> VersionConfig:
         replicas=_require_int(f"{path}.replicas", merged["replicas"], 0, 1000),
         sidecar=_require_bool(f"{path}.sidecar", merged["sidecar"]),
         ready=_require_bool(f"{path}.ready", merged["ready"]),
+        hpa_max_replicas=None if merged["hpa_max_replicas"] is None
+        else _require_int(f"{path}.hpa_max_replicas", merged["hpa_max_replicas"], 1, 1000),
         **behaviour,
     )
 
@@ -211,6 +224,7 @@ def check_service_behaviour(path: str, values: dict[str, Any]) -> dict[str, floa
         "rps": _require_number(f"{prefix}rps", values["rps"], 0.0, None),
         "header_fraction": _require_number(f"{prefix}header_fraction", values["header_fraction"], 0.0, 1.0),
         "cookie_fraction": _require_number(f"{prefix}cookie_fraction", values["cookie_fraction"], 0.0, 1.0),
+        "clients": _require_int(f"{prefix}clients", values["clients"], 0, MAX_CLIENTS),
     }
 
 
@@ -284,6 +298,9 @@ def service_objects(svc: ServiceConfig) -> list[tuple[str, dict[str, Any]]]:
     for version in svc.versions.values():
         for replica in range(version.replicas):
             objs.append(("pods", _pod(svc, version, replica)))
+        objs.append(("deployments", _deployment(svc, version)))
+        if version.hpa_max_replicas is not None:
+            objs.append(("horizontalpodautoscalers", _hpa(svc, version)))
     objs.append(
         (
             "destinationrules",
@@ -380,6 +397,49 @@ def _pod(svc: ServiceConfig, version: VersionConfig, replica: int) -> dict[str, 
     }
 
 
+def _deployment(svc: ServiceConfig, version: VersionConfig) -> dict[str, Any]:
+    """The version's Deployment: its pod template carries the seeded pods' labels (a
+    Deployment of the pods), its status their count and readiness. No controller acts on it."""
+    ns, app, v = svc.namespace, svc.name, version.name
+    pod = _pod(svc, version, 0)
+    template_labels = {k: val for k, val in pod["metadata"]["labels"].items() if k != "security.istio.io/tlsMode"}
+    containers = [c for c in pod["spec"]["containers"] if c["name"] != "istio-proxy"]
+    ready = version.replicas if version.ready else 0
+    status: dict[str, Any] = {"observedGeneration": 1, "replicas": version.replicas,
+                              "updatedReplicas": version.replicas}
+    if ready:  # as the server writes it: zero counts are left out
+        status.update(readyReplicas=ready, availableReplicas=ready)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{app}-{v}", "namespace": ns, "labels": {"app": app, "version": v}},
+        "spec": {
+            "replicas": version.replicas,
+            "selector": {"matchLabels": {"app": app, "version": v}},
+            "template": {"metadata": {"labels": template_labels}, "spec": {"containers": containers}},
+        },
+        "status": status,
+    }
+
+
+def _hpa(svc: ServiceConfig, version: VersionConfig) -> dict[str, Any]:
+    maximum = version.hpa_max_replicas or 1
+    name = f"{svc.name}-{version.name}"
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": svc.namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": max(1, min(version.replicas, maximum)),
+            "maxReplicas": maximum,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+        },
+        "status": {"currentReplicas": version.replicas, "desiredReplicas": version.replicas},
+    }
+
+
 def namespace_object(name: str) -> dict[str, Any]:
     """A world namespace, labelled for sidecar injection as a meshed namespace is."""
     return {
@@ -404,7 +464,8 @@ def seed_world(store: Store, world: WorldConfig) -> int:
     return written
 
 
-SEEDED_RESOURCES = ("services", "pods", "destinationrules", "virtualservices")
+SEEDED_RESOURCES = ("services", "pods", "deployments", "horizontalpodautoscalers", "destinationrules",
+                    "virtualservices")
 
 
 def reseed_world(store: Store, world: WorldConfig) -> int:

@@ -1,7 +1,7 @@
 """The sandbox's world in a real kube-apiserver (`python -m sandbox up --real-apiserver`).
 
 The same objects the sandbox's own API server is seeded with (namespaces, Services, Pods,
-DestinationRules, VirtualServices) are written to a real etcd + kube-apiserver
+Deployments, HorizontalPodAutoscalers, DestinationRules, VirtualServices) are written to a real etcd + kube-apiserver
 (`sandbox.kubeenv.ControlPlane`), with Istio's CRDs and the pipeline's RBAC manifest. The
 traffic generator still routes by a `Store`: `mirror_into` keeps it a copy of the real
 server's objects through list + watch, as Envoy's config follows istiod's. Pod readiness is
@@ -28,7 +28,12 @@ log = logging.getLogger("sandbox.realcluster")
 RBAC_MANIFEST = Path(__file__).resolve().parent.parent / "include" / "manifests" / "rbac.yaml"
 RBAC_NAMESPACE = "bookinfo"  # the namespace rbac.yaml is written for
 PIPELINE_SERVICE_ACCOUNT = "istio-canary"
-WATCH_SECONDS = 300  # one watch stream's life; the mirror resumes from the last resourceVersion
+WATCH_SECONDS = 300
+# No kubelet or controller-manager runs: the sandbox writes these kinds' status itself (Pod
+# readiness, a Deployment's Ready replicas, an HPA's current replicas).
+STATUS_WRITTEN_KINDS = ("Pod", "Deployment", "HorizontalPodAutoscaler")
+# What the traffic generator routes by; Deployments and HPAs are only read by releases.
+MIRRORED_RESOURCES = tuple(r for r in SEEDED_RESOURCES if r not in ("deployments", "horizontalpodautoscalers"))  # one watch stream's life; the mirror resumes from the last resourceVersion
 
 
 class RealCluster:
@@ -71,9 +76,9 @@ class RealCluster:
     # --- the world's objects ----------------------------------------------------------------
 
     def _write(self, obj: dict[str, Any]) -> None:
-        status = obj.get("status") if obj["kind"] == "Pod" else None
+        status = obj.get("status") if obj["kind"] in STATUS_WRITTEN_KINDS else None
         stored = self.client.apply(obj)
-        if status is not None:  # the kubelet's part: readiness lives in the status subresource
+        if status is not None:  # the kubelet's and controllers' part: the status subresource
             self.client.replace({**stored, "status": status}, "/status")
 
     def seed(self) -> int:
@@ -119,7 +124,7 @@ class RealCluster:
         """One list + watch thread per resource the generator routes by. Returns once each
         resource's first list is in `store`, so routing starts from the real state."""
         threads = []
-        for resource in SEEDED_RESOURCES:
+        for resource in MIRRORED_RESOURCES:
             listed = threading.Event()
             thread = threading.Thread(
                 target=self._mirror, args=(resource, store, stop, listed), name=f"mirror-{resource}", daemon=True

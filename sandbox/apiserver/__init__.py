@@ -1,6 +1,6 @@
 """The sandbox's Kubernetes API stand-in: enough of the real HTTP API for the official Python
-client and kubectl to work unmodified against VirtualService, DestinationRule, Pod, Service
-and Namespace.
+client and kubectl to work unmodified against VirtualService, DestinationRule, Pod, Service,
+Namespace and Event.
 
 What it does as a real API server would: discovery, OpenAPI v3 built from the CRD schemas,
 get/list/watch/create/update/patch/delete, resourceVersion preconditions (409), 404, 422 with
@@ -20,8 +20,11 @@ coming before everything else, as on a real server. Any other bearer token is th
 admin (group system:masters): the sandbox authenticates no one.
 
 Where it differs, on purpose: strategic merge patch and server-side apply answer 415; Pods,
-Services and Namespaces are read-only (seeded into the Store directly); and Istio's validating
-webhook is emulated (a bare kube-apiserver has no istiod to call).
+Services, Namespaces, Deployments (apps/v1) and HorizontalPodAutoscalers (autoscaling/v2)
+are read-only (seeded into the Store directly); Events take create, get,
+list, watch and delete (core/v1 validation and field selectors as kube-apiserver's, so
+`kubectl describe` lists an object's events); and Istio's validating webhook is emulated (a
+bare kube-apiserver has no istiod to call).
 
 Test hooks: `server.audit` records every resource request (with `fault` set on injected
 answers); `server.faults.arm(kind, count, after=N)` makes upcoming writes fail (500, a slow
@@ -29,7 +32,7 @@ answers); `server.faults.arm(kind, count, after=N)` makes upcoming writes fail (
 `{"kind", "count", "after", "timeout_seconds", "append"}`, `GET` (state), `DELETE` (disarm).
 
 The package's modules: `server` (ApiServer, make_api_server), `handler` (routing, authorization,
-audit) over `crud` (custom resource verbs), `core` (read-only Pods, Services, Namespaces) and
+audit) over `crud` (custom resource verbs), `core` (read-only Pods, Services, Namespaces), `workloads` (read-only Deployments, HPAs), `events` and
 `watch`; `decoding` and `admission` (what a write goes through), `patch`, `selectors`,
 `tables` (kubectl's Table answers), `discovery` (discovery and OpenAPI documents), `rbac`,
 `faults`, `errors` (Status answers) and `request` (URL paths).

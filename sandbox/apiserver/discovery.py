@@ -31,14 +31,36 @@ class CoreResource:
     kind: str
     namespaced: bool
     short_names: tuple[str, ...]
+    verbs: tuple[str, ...] = ("get", "list", "watch")
+    categories: tuple[str, ...] = ()  # "all": listed by `kubectl get all`
 
 
-# The core v1 resources the sandbox serves (read-only).
+# The core v1 resources the sandbox serves: read-only but for events, which controllers write.
 CORE_RESOURCES = {
     "namespaces": CoreResource("namespaces", "namespace", "Namespace", False, ("ns",)),
-    "pods": CoreResource("pods", "pod", "Pod", True, ("po",)),
-    "services": CoreResource("services", "service", "Service", True, ("svc",)),
+    "pods": CoreResource("pods", "pod", "Pod", True, ("po",), categories=("all",)),
+    "services": CoreResource("services", "service", "Service", True, ("svc",), categories=("all",)),
+    "events": CoreResource("events", "event", "Event", True, ("ev",),
+                           verbs=("create", "delete", "get", "list", "watch")),
 }
+
+# Built-in resources of other API groups the sandbox serves read-only (seeded from the world,
+# as pods are): plural -> (group, version, resource).
+WORKLOAD_RESOURCES: dict[str, tuple[str, str, CoreResource]] = {
+    "deployments": ("apps", "v1", CoreResource("deployments", "deployment", "Deployment", True, ("deploy",),
+                                               verbs=("get", "list"), categories=("all",))),
+    "horizontalpodautoscalers": ("autoscaling", "v2", CoreResource(
+        "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", True, ("hpa",),
+        verbs=("get", "list"), categories=("all",))),
+}
+WORKLOAD_GROUPS: frozenset[str] = frozenset(group for group, _, _ in WORKLOAD_RESOURCES.values())
+
+
+def workload_resource(group: str, version: str, plural: str) -> CoreResource | None:
+    """The built-in resource a group/version/plural names, or None."""
+    found = WORKLOAD_RESOURCES.get(plural)
+    return found[2] if found and found[:2] == (group, version) else None
+
 
 # An OpenAPI document as served: (JSON body, its hash), by path below /openapi/v3/.
 OpenApiDocuments = dict[str, tuple[bytes, str]]
@@ -58,7 +80,10 @@ def discovery_document(path: str, schemas: CrdSchemas, address: str) -> dict[str
         return {"kind": "APIResourceList", "groupVersion": "v1", "resources": _core_resource_list()}
     group = _group_document(schemas)
     if path == "/apis":
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [*_workload_groups().values(), group]}
+    workload = _workload_document(path)
+    if workload is not None:
+        return workload
     if path == f"/apis/{GROUP}":
         return {"kind": "APIGroup", "apiVersion": "v1", **group}
     prefix = f"/apis/{GROUP}/"
@@ -81,12 +106,37 @@ def _core_resource_list() -> list[dict[str, Any]]:
             "singularName": resource.singular,
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": ["get", "list", "watch"],
+            "verbs": list(resource.verbs),
             "shortNames": list(resource.short_names),
-            **({"categories": ["all"]} if resource.namespaced else {}),
+            **({"categories": list(resource.categories)} if resource.categories else {}),
         }
         for resource in CORE_RESOURCES.values()
     ]
+
+
+def _workload_groups() -> dict[str, dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for group, version, _ in WORKLOAD_RESOURCES.values():
+        entry = {"groupVersion": f"{group}/{version}", "version": version}
+        groups[group] = {"name": group, "versions": [entry], "preferredVersion": entry}
+    return groups
+
+
+def _workload_document(path: str) -> dict[str, Any] | None:
+    """`/apis/apps`, `/apis/apps/v1` and the like for WORKLOAD_RESOURCES, or None."""
+    for name, group in _workload_groups().items():
+        if path == f"/apis/{name}":
+            return {"kind": "APIGroup", "apiVersion": "v1", **group}
+        group_version = group["preferredVersion"]["groupVersion"]
+        if path == f"/apis/{group_version}":
+            resources = [
+                {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+                 "verbs": list(r.verbs), "shortNames": list(r.short_names), "categories": list(r.categories)}
+                for g, v, r in WORKLOAD_RESOURCES.values() if f"{g}/{v}" == group_version
+            ]
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                    "resources": resources}
+    return None
 
 
 def _group_document(schemas: CrdSchemas) -> dict[str, Any]:
@@ -114,6 +164,8 @@ def build_openapi(schemas: CrdSchemas) -> OpenApiDocuments:
     documents: dict[str, dict[str, Any]] = {"api/v1": _core_openapi()}
     for version in schemas.group_versions():
         documents[f"apis/{GROUP}/{version}"] = schemas.openapi_v3_document(f"{GROUP}/{version}")
+    for group, version, resource in WORKLOAD_RESOURCES.values():
+        documents[f"apis/{group}/{version}"] = _loose_openapi(group, version, [resource])
     built = {}
     for key, document in documents.items():
         body = json.dumps(document, separators=(",", ":")).encode()
@@ -130,6 +182,24 @@ def _core_openapi() -> dict[str, Any]:
             "x-kubernetes-preserve-unknown-fields": True,
             "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": resource.kind}],
         }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
+        "paths": {},
+        "components": {"schemas": schemas},
+    }
+
+
+def _loose_openapi(group: str, version: str, resources: list[CoreResource]) -> dict[str, Any]:
+    """A minimal document for built-in resources of another group (apps/v1, autoscaling/v2)."""
+    schemas = {
+        f"io.k8s.api.{group}.{version}.{r.kind}": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": r.kind}],
+        }
+        for r in resources
+    }
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},

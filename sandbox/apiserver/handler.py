@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from sandbox.apiserver.core import CoreReads
 from sandbox.apiserver.crud import CustomResourceVerbs
 from sandbox.apiserver.decoding import body_name
-from sandbox.apiserver.discovery import discovery_document, openapi_document, openapi_index
+from sandbox.apiserver.discovery import WORKLOAD_GROUPS, discovery_document, openapi_document, openapi_index
 from sandbox.apiserver.errors import (
     ApiError,
     PageNotFound,
@@ -20,16 +20,18 @@ from sandbox.apiserver.errors import (
     method_not_allowed,
     resource_not_found,
 )
+from sandbox.apiserver.events import EventVerbs
 from sandbox.apiserver.faults import control_faults, injected_error
 from sandbox.apiserver.handler_base import Answer
 from sandbox.apiserver.rbac import authz_request, authz_verb, rbac_allows
 from sandbox.apiserver.request import ResourceRequest, parse_resource_path
 from sandbox.apiserver.watch import WatchStream
+from sandbox.apiserver.workloads import WorkloadReads
 
 _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-class Handler(CustomResourceVerbs, CoreReads, WatchStream):
+class Handler(CustomResourceVerbs, CoreReads, EventVerbs, WorkloadReads, WatchStream):
     """One connection's requests (kept alive, as clients expect)."""
 
     def do_GET(self) -> None:
@@ -144,8 +146,12 @@ class Handler(CustomResourceVerbs, CoreReads, WatchStream):
         return record
 
     def _handle(self, verb: str, req: ResourceRequest, query: dict[str, str], body: bytes) -> Answer:
+        if not req.is_crd and req.plural == "events":
+            return self._events(verb, req, query, body)
         if not req.is_crd:
             return self._core(verb, req, query)
+        if req.group in WORKLOAD_GROUPS:
+            return self._workloads(verb, req, query)
         crd = self._crd_for(req)
         if req.subresource:
             raise resource_not_found()

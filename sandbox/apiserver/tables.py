@@ -85,6 +85,8 @@ def table(
 
 def table_layout(req: ResourceRequest, schemas: CrdSchemas) -> tuple[list[Column], RowCells]:
     """Column definitions and a row function, as the real server prints each resource."""
+    if req.plural in _WORKLOAD_LAYOUTS and req.group in ("apps", "autoscaling"):
+        return _WORKLOAD_LAYOUTS[req.plural]
     if req.is_crd:
         return _crd_layout(req, schemas)
     return _CORE_LAYOUTS.get(req.plural, _NAMESPACE_LAYOUT)
@@ -173,6 +175,22 @@ def _namespace_cells(obj: dict[str, Any]) -> list[Any]:
     ]
 
 
+def _event_cells(obj: dict[str, Any]) -> list[Any]:
+    """As `kubectl get events` prints them: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE (and the
+    name, a priority-1 column as on a real server: `-o wide` only)."""
+    involved = obj.get("involvedObject") or {}
+    event_time = str(obj.get("eventTime") or "")
+    seen = obj.get("lastTimestamp") or (event_time.split(".")[0].rstrip("Z") + "Z" if event_time else None)
+    return [
+        human_age(seen),
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+        obj.get("message", ""),
+        obj["metadata"]["name"],
+    ]
+
+
 _NAMESPACE_LAYOUT: tuple[list[Column], RowCells] = (
     [_NAME_COLUMN, _column("Status"), _column("Age")],
     _namespace_cells,
@@ -194,4 +212,47 @@ _CORE_LAYOUTS: dict[str, tuple[list[Column], RowCells]] = {
         _service_cells,
     ),
     "namespaces": _NAMESPACE_LAYOUT,
+    "events": (
+        [_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"), _column("Message"),
+         {**_NAME_COLUMN, "priority": 1}],
+        _event_cells,
+    ),
+}
+
+
+def _deployment_cells(obj: dict[str, Any]) -> list[Any]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    return [
+        obj["metadata"]["name"],
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+        str(status.get("updatedReplicas", 0)),
+        str(status.get("availableReplicas", 0)),
+        human_age(obj["metadata"].get("creationTimestamp")),
+    ]
+
+
+def _hpa_cells(obj: dict[str, Any]) -> list[Any]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    target = spec.get("scaleTargetRef") or {}
+    return [
+        obj["metadata"]["name"],
+        f"{target.get('kind', '')}/{target.get('name', '')}",
+        str(spec.get("minReplicas", 1)),
+        str(spec.get("maxReplicas", "")),
+        str(status.get("currentReplicas", 0)),
+        human_age(obj["metadata"].get("creationTimestamp")),
+    ]
+
+
+# apps/v1 and autoscaling/v2 (sandbox.apiserver.workloads), as kubectl prints them.
+_WORKLOAD_LAYOUTS: dict[str, tuple[list[Column], RowCells]] = {
+    "deployments": (
+        [_NAME_COLUMN, _column("Ready"), _column("Up-to-date"), _column("Available"), _column("Age")],
+        _deployment_cells,
+    ),
+    "horizontalpodautoscalers": (
+        [_NAME_COLUMN, _column("Reference"), _column("MinPods"), _column("MaxPods"), _column("Replicas"),
+         _column("Age")],
+        _hpa_cells,
+    ),
 }

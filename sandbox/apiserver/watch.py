@@ -28,7 +28,7 @@ class _Watch:
     """One watch request: what it watches and how its events are shaped."""
 
     req: ResourceRequest
-    crd: CrdInfo | None  # None for core pods and services
+    crd: CrdInfo | None  # None for core pods, services and events
     requirements: list[LabelRequirement]
     field_selector: str
     since: int  # resourceVersion the client has seen (0: send everything)
@@ -60,7 +60,7 @@ class WatchStream(HandlerBase):
     def _watch_request(self, req: ResourceRequest, query: dict[str, str]) -> _Watch:
         """The watch a request asks for: 404/405 for what cannot be watched, 400 for bad parameters."""
         crd = self._crd_for(req) if req.is_crd else None
-        if crd is None and req.plural not in ("pods", "services"):
+        if crd is None and req.plural not in ("pods", "services", "events"):
             raise method_not_allowed(f"watch is not supported on {req.plural}")
         try:
             timeout = min(float(query.get("timeoutSeconds") or MAX_WATCH_SECONDS), MAX_WATCH_SECONDS)

@@ -18,6 +18,7 @@ SETTABLE_FIELDS = (
     "rps",
     "header_fraction",
     "cookie_fraction",
+    "clients",
 )
 
 
@@ -33,6 +34,8 @@ def _check_set_args(values: dict[str, float]) -> None:
     for name in ("error_rate", "header_fraction", "cookie_fraction"):
         if name in values and not 0.0 <= values[name] <= 1.0:
             raise SandboxInputError(_flag(name), values[name], "must be in [0, 1]")
+    if "clients" in values and not 0 <= values["clients"] <= 100_000:
+        raise SandboxInputError("--clients", values["clients"], "must be in [0, 100000]")
     if "rps" in values and values["rps"] < 0:
         raise SandboxInputError("--rps", values["rps"], "must be at least 0")
     for name in ("latency_ms_p50", "latency_ms_p99"):

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--rps", type=float, help="requests per second for the whole service")
     set_.add_argument("--header-fraction", dest="header_fraction", type=float)
     set_.add_argument("--cookie-fraction", dest="cookie_fraction", type=float)
+    set_.add_argument("--clients", type=int,
+                      help="returning users keeping the cookies responses set (0: every request a new client)")
     set_.set_defaults(func=cmd_set)
     _add_fault_parser(sub, with_state_dir)
     return parser

@@ -3,6 +3,8 @@
 - `routing` (with `matching` and `request`): pure routing; `routing_distribution(request,
   mesh)` answers "where does this request go?" as a distribution over `RouteOutcome`s.
 - `generator`: `TrafficGenerator` emits requests per service every tick.
+- `mirroring`: Istio's `mirror`: which requests are copied where, reported only by the
+  mirror's pods.
 - `istio_metrics`: the Istio metric series and their Prometheus exposition.
 - `server`: `/metrics` and the control API (`make_generator_server`).
 """

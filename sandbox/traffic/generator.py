@@ -32,6 +32,7 @@ from sandbox.config import (
 )
 from sandbox.errors import SandboxInputError
 from sandbox.store import Store
+from sandbox.traffic.clients import ClientPool, request_headers
 from sandbox.traffic.istio_metrics import (
     ISTIO_BUCKETS_MS,
     IstioSeries,
@@ -39,6 +40,7 @@ from sandbox.traffic.istio_metrics import (
     new_istio_series,
     render_exposition,
 )
+from sandbox.traffic.mirroring import ShadowTable, shadow_table
 from sandbox.traffic.request import HEADER_CLASSES, Request, header_class_headers
 from sandbox.traffic.routing import (
     MeshSnapshot,
@@ -46,6 +48,7 @@ from sandbox.traffic.routing import (
     cumulative_distribution,
     routing_distribution,
     sample_outcome,
+    traced_distribution,
 )
 
 log = logging.getLogger(__name__)
@@ -90,8 +93,11 @@ class TrafficGenerator:
         self._models: list[dict[str, _VersionModel]] = [self._models_for(s) for s in self._services]
         self._carry = [0.0] * len(self._services)
         self._tables: list[list[tuple[list[float], list[RouteOutcome]]]] = []
+        self._shadow_tables: list[list[ShadowTable]] = []  # mirrors, per service and header class
         self._compiled_revision = -1
         self._compiled_changes = -1
+        self._mesh: MeshSnapshot | None = None
+        self._pools: dict[int, ClientPool] = {}  # returning users, for services with `clients`
         self._istio_series: dict[tuple[int, RouteOutcome, int], IstioSeries] = {}
         self._request_counts: dict[RequestCountKey, int] = {}
         self._last_tick: float | None = None
@@ -173,6 +179,7 @@ class TrafficGenerator:
 
     def reset_behaviour(self) -> None:
         with self._lock:
+            self._pools = {}  # new users: no cookies, nothing counted
             self._services = copy.deepcopy(self.world.services)
             self._models = [self._models_for(s) for s in self._services]
 
@@ -186,15 +193,19 @@ class TrafficGenerator:
         changes, revision = self.store.changes, self.store.revision
         if changes == self._compiled_changes:
             return
-        mesh = MeshSnapshot.from_store(self.store)
+        mesh = self._mesh = MeshSnapshot.from_store(self.store)
         tables = []
+        shadows = []
         for svc in self._services:
             per_class = []
             for ua, ck in HEADER_CLASSES:
                 request = Request(svc.name, svc.namespace, header_class_headers(ua, ck), port=svc.port)
                 per_class.append(cumulative_distribution(routing_distribution(request, mesh)))
             tables.append(per_class)
+            shadows.append([shadow_table(Request(svc.name, svc.namespace, header_class_headers(ua, ck),
+                                                 port=svc.port), mesh) for ua, ck in HEADER_CLASSES])
         self._tables = tables
+        self._shadow_tables = shadows
         self._compiled_revision = revision
         self._compiled_changes = changes
 
@@ -230,7 +241,10 @@ class TrafficGenerator:
                 due = svc.rps * dt + self._carry[index]
                 n = int(due + 1e-9)  # float dust: 50 rps * 0.1 s must be 5 requests, not 4
                 self._carry[index] = due - n
-                if n:
+                if n and svc.clients:
+                    self._emit_clients(index, svc, n, now)
+                    emitted += n
+                elif n:
                     self._emit(index, svc, n)
                     emitted += n
             self.ticks += 1
@@ -241,6 +255,7 @@ class TrafficGenerator:
         rand = self._rng.random
         gauss = self._rng.gauss
         tables = self._tables[index]
+        shadow_tables = self._shadow_tables[index]
         models = self._models[index]
         hf, cf = svc.header_fraction, svc.cookie_fraction
         istio, request_counts = self._istio_series, self._request_counts
@@ -270,6 +285,90 @@ class TrafficGenerator:
             series.buckets[bisect.bisect_left(ISTIO_BUCKETS_MS, latency)] += 1
             series.total_ms += latency
             series.count += 1
+            if shadow_tables[cls]:
+                for shadow in shadow_tables[cls].draw(rand):
+                    self._serve_shadow(index, svc, shadow)
+
+    def _serve_shadow(self, index: int, svc: ServiceConfig, outcome: RouteOutcome) -> None:
+        """A mirrored copy served by `outcome`'s pod: only that pod's sidecar reports it
+        (sandbox/traffic/mirroring.py); the client never sees it, so sandbox_requests_total,
+        which counts what clients got, leaves it out."""
+        rand = self._rng.random
+        model = self._models[index].get(outcome.version or "", _UNKNOWN_VERSION_MODEL)
+        failed = model.error_rate and rand() < model.error_rate
+        code = (500 if rand() < 0.5 else 503) if failed else 200
+        latency = math.exp(model.mu + model.sigma * self._rng.gauss())
+        key = (index, outcome, code)
+        series = self._istio_series.get(key)
+        if series is None:
+            series = self._istio_series[key] = new_istio_series(svc, outcome, code)
+        series.buckets[bisect.bisect_left(ISTIO_BUCKETS_MS, latency)] += 1
+        series.total_ms += latency
+        series.count += 1
+
+    # returning users ----------------------------------------------------------------------
+
+    def _pool(self, index: int, svc: ServiceConfig) -> ClientPool:
+        """The service's client pool; a new one (new users) when its settings changed."""
+        pool = self._pools.get(index)
+        if pool is None or pool.settings != (svc.clients, svc.header_fraction, svc.cookie_fraction):
+            pool = self._pools[index] = ClientPool(svc.clients, svc.header_fraction, svc.cookie_fraction, self._rng)
+        if pool.tables_for != self._compiled_changes:
+            pool.tables, pool.tables_for = {}, self._compiled_changes
+        return pool
+
+    def _emit_clients(self, index: int, svc: ServiceConfig, n: int, now: float) -> None:
+        """`n` requests from the service's returning users: each carries its client's cookies,
+        is routed with them, and the cookies its response sets go into that client's jar."""
+        pool, rand, mesh = self._pool(index, svc), self._rng.random, self._mesh
+        assert mesh is not None  # _refresh_routing ran in this tick
+        for _ in range(n):
+            client = pool.pick(rand())
+            jar = client.jar_at(now)
+            table = pool.tables.get((client.header_class, jar))
+            if table is None:
+                request = Request(svc.name, svc.namespace, request_headers(client, jar), port=svc.port)
+                traced = traced_distribution(request, mesh)
+                cum, _ = cumulative_distribution([(p, o) for p, o, _ in traced])
+                table = pool.tables[(client.header_class, jar)] = (cum, [(o, t) for _, o, t in traced])
+            cum, entries = table
+            u = rand() * cum[-1]
+            outcome, trace = entries[min(bisect.bisect_right(cum, u), len(entries) - 1)]
+            self._serve(index, svc, client.header_class, outcome)
+            client.served(outcome, trace, now)
+            pool.count(outcome, trace)
+
+    def _serve(self, index: int, svc: ServiceConfig, cls: int, outcome: RouteOutcome) -> None:
+        """One request's response code, latency and counters (as `_emit` does inline)."""
+        rand = self._rng.random
+        if outcome.status is None:
+            model = self._models[index].get(outcome.version or "", _UNKNOWN_VERSION_MODEL)
+            failed = model.error_rate and rand() < model.error_rate
+            code = (500 if rand() < 0.5 else 503) if failed else 200
+            latency = math.exp(model.mu + model.sigma * self._rng.gauss())
+        else:
+            code, latency = outcome.status, LOCAL_REPLY_MS
+        latency += outcome.delay_ms
+        skey = (index, outcome.version or "unknown", cls, code)
+        self._request_counts[skey] = self._request_counts.get(skey, 0) + 1
+        series = self._istio_series.get((index, outcome, code))
+        if series is None:
+            series = self._istio_series[(index, outcome, code)] = new_istio_series(svc, outcome, code)
+        series.buckets[bisect.bisect_left(ISTIO_BUCKETS_MS, latency)] += 1
+        series.total_ms += latency
+        series.count += 1
+        shadows = self._shadow_tables[index][cls] if self._shadow_tables else None
+        if shadows:
+            for shadow in shadows.draw(rand):
+                self._serve_shadow(index, svc, shadow)
+
+    def clients_report(self) -> list[dict[str, Any]]:
+        """Per service with returning users: responses per route and version, and per client
+        its header class, requests, responses per version, `left` (version -> how often the
+        next response came from another version) and the cookies it holds."""
+        with self._lock:
+            return [{"service": svc.name, "namespace": svc.namespace, **self._pools[i].report()}
+                    for i, svc in enumerate(self._services) if i in self._pools and svc.clients]
 
     def run_forever(self, stop: threading.Event) -> None:
         """Tick every `tick_ms` until `stop` is set; keeps the schedule, skips missed ticks."""

@@ -284,12 +284,7 @@ def routing_distribution(request: Request, mesh: MeshSnapshot) -> Distribution:
         if route.get("redirect"):
             return [(1.0, _local_reply(int(route["redirect"].get("redirectCode", 301)), "-"))]
         return [(1.0, NO_ROUTE)]
-    if len(destinations) == 1:
-        weights = [1.0]  # a single destination takes everything, whatever its weight
-    else:
-        weights = [
-            max(float(d.get("weight") or 0), 0.0) if isinstance(d, dict) else 0.0 for d in destinations
-        ]
+    weights = _weights(destinations)
     total = sum(weights)
     if total <= 0:
         return [(1.0, ZERO_WEIGHTS)]
@@ -300,6 +295,70 @@ def routing_distribution(request: Request, mesh: MeshSnapshot) -> Distribution:
         for p, outcome in destination_distribution(dest.get("destination"), _ns(vs), mesh):
             parts.append((weight / total * p, outcome))
     return _with_fault(route, _merge(parts))
+
+
+def _weights(destinations: list[Any]) -> list[float]:
+    if len(destinations) == 1:
+        return [1.0]  # a single destination takes everything, whatever its weight
+    return [max(float(d.get("weight") or 0), 0.0) if isinstance(d, dict) else 0.0 for d in destinations]
+
+
+@dataclass(frozen=True)
+class RouteTrace:
+    """Which HTTP route served a request (its name, or `http[i]` when unnamed; None: no
+    VirtualService or no route) and the Set-Cookie values Envoy adds to the response there
+    (`headers.response` add/set of the route and of the chosen destination)."""
+
+    route: str | None
+    set_cookies: tuple[str, ...] = ()
+
+
+TracedDistribution = list[tuple[float, RouteOutcome, RouteTrace]]
+
+
+def _set_cookies(*holders: Any) -> tuple[str, ...]:
+    found: list[str] = []
+    for holder in holders:
+        response = ((holder.get("headers") or {}) if isinstance(holder, dict) else {}).get("response") or {}
+        for op in ("set", "add"):
+            for key, value in (response.get(op) or {}).items():
+                if str(key).lower() == "set-cookie":
+                    found.append(str(value))
+    return tuple(found)
+
+
+def traced_distribution(request: Request, mesh: MeshSnapshot) -> TracedDistribution:
+    """`routing_distribution`, each outcome also saying which route served it and the cookies
+    its response sets (only responses from a pod: a local reply carries none here). Summed
+    over traces it is `routing_distribution`, outcome for outcome."""
+    vs = select_virtual_service(request, mesh)
+    route = select_http_route(request, vs) if vs is not None else None
+    if vs is None or route is None or not route.get("route"):
+        name = None if route is None else _route_name(vs, route)
+        return [(p, o, RouteTrace(name)) for p, o in routing_distribution(request, mesh)]
+    name = _route_name(vs, route)
+    destinations = route["route"]
+    weights = _weights(destinations)
+    total = sum(weights)
+    if total <= 0:
+        return [(1.0, ZERO_WEIGHTS, RouteTrace(name))]
+    merged: dict[tuple[RouteOutcome, RouteTrace], float] = {}
+    for weight, dest in zip(weights, destinations, strict=True):
+        if weight <= 0:
+            continue
+        cookies = _set_cookies(route, dest)
+        reached = destination_distribution(dest.get("destination"), _ns(vs), mesh)
+        for p, outcome in _with_fault(route, reached):
+            key = (outcome, RouteTrace(name, cookies if outcome.reaches_pod else ()))
+            merged[key] = merged.get(key, 0.0) + weight / total * p
+    return sorted(((p, o, t) for (o, t), p in merged.items() if p > 0), key=lambda x: (-x[0], str(x[1]), str(x[2])))
+
+
+def _route_name(vs: dict[str, Any], route: dict[str, Any]) -> str:
+    if route.get("name"):
+        return str(route["name"])
+    index = next(i for i, r in enumerate((vs.get("spec") or {}).get("http") or []) if r is route)
+    return f"http[{index}]"
 
 
 def route_request(request: Request, mesh: MeshSnapshot, rng: random.Random) -> RouteOutcome:

@@ -1,5 +1,5 @@
 """The generator's HTTP server: `/metrics` (Prometheus text format) for Prometheus to scrape,
-and the control API (`GET /control/state`, `POST /control/behaviour`, `POST /control/reset`,
+and the control API (`GET /control/state`, `GET /control/clients`, `POST /control/behaviour`, `POST /control/reset`,
 and `/control/faults` when the supervisor wires its fault control in:
 `python -m sandbox fault ...`).
 """
@@ -67,6 +67,8 @@ class _GeneratorHandler(BaseHTTPRequestHandler):
             self._send(200, b"ok\n", "text/plain")
         elif path == "/control/state":
             self._json(200, gen.state())
+        elif path == "/control/clients":
+            self._json(200, gen.clients_report())
         elif path == "/control/faults":
             self._faults("GET", None)
         else:

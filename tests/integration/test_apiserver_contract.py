@@ -600,6 +600,32 @@ CASES: list[Case] = [
         lambda api: api.core.list_service_for_all_namespaces(**RAW),
         message=True,
     ),
+    # The capacity check's reads (apps/v1, autoscaling/v2): read-only for the pipeline.
+    Case(
+        "list-deployments",
+        PIPELINE,
+        lambda api: client.AppsV1Api(api.core.api_client).list_namespaced_deployment(NS, **RAW),
+        _names,
+    ),
+    Case(
+        "list-hpas",
+        PIPELINE,
+        lambda api: client.AutoscalingV2Api(api.core.api_client).list_namespaced_horizontal_pod_autoscaler(
+            NS, **RAW),
+        _names,
+    ),
+    Case(
+        "get-deployment-missing",
+        PIPELINE,
+        lambda api: client.AppsV1Api(api.core.api_client).read_namespaced_deployment("nope", NS, **RAW),
+        message=True,
+    ),
+    Case(
+        "forbidden-delete-deployment",
+        PIPELINE,
+        lambda api: client.AppsV1Api(api.core.api_client).delete_namespaced_deployment("reviews-v2", NS, **RAW),
+        message=True,
+    ),
 ]
 
 

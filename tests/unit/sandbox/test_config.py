@@ -163,3 +163,32 @@ def test_reseed_removes_added_objects_and_restores_seeded_ones() -> None:
     assert [o["metadata"]["name"] for o in store.list("virtualservices")] == ["reviews"]
     restored = store.get("virtualservices", "bookinfo", "reviews")
     assert restored["spec"]["http"][0]["route"][0]["destination"]["subset"] == "v1"
+
+
+def test_each_version_has_a_deployment_of_its_pods_and_an_hpa_when_asked() -> None:
+    from istio_canary.core.capacity import version_workload
+
+    world = parse_config({"services": [{"name": "reviews", "versions": {
+        "v1": {"replicas": 3}, "v2": {"replicas": 1, "hpa_max_replicas": 5}, "v3": {"replicas": 2, "ready": False},
+    }}]})
+    objects = service_objects(world.services[0])
+    deployments = [o for r, o in objects if r == "deployments"]
+    hpas = [o for r, o in objects if r == "horizontalpodautoscalers"]
+    pods = [o for r, o in objects if r == "pods"]
+    assert [d["metadata"]["name"] for d in deployments] == ["reviews-v1", "reviews-v2", "reviews-v3"]
+    for deployment in deployments:
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        mine = [p for p in pods if labels.items() <= p["metadata"]["labels"].items()]
+        assert len(mine) == deployment["spec"]["replicas"] == deployment["status"]["replicas"]
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in hpas] == ["reviews-v2"]
+    assert (hpas[0]["spec"]["minReplicas"], hpas[0]["spec"]["maxReplicas"]) == (1, 5)
+    # What the release reads from them (core/capacity.py), through the Service's selector.
+    assert version_workload("v2", {"app": "reviews", "version": "v2"}, deployments, hpas).ceiling == 5
+    v3 = version_workload("v3", {"app": "reviews", "version": "v3"}, deployments, hpas)
+    assert (v3.ready, v3.desired, v3.hpas) == (0, 2, ())
+
+
+def test_hpa_max_replicas_is_checked_naming_the_field() -> None:
+    with pytest.raises(SandboxInputError, match=r"services\[0\]\.versions\.v2\.hpa_max_replicas"):
+        parse_config({"services": [{"name": "reviews", "versions": {"v2": {"hpa_max_replicas": 0}}}]})
