@@ -2,9 +2,11 @@
 
 One run is one release. Task structure is static (it must be, for the grid):
 
-    validate -> window_gate -> preflight -> destination_rule -> choose_strategy
+    validate -> window_gate -> preflight -> destination_rule -> choose_mirror
+      -> [mirror: set_route -> watch -> analyze -> decide]        (mirror_percent > 0)
+      -> choose_strategy
       -> [targeted: set_route -> watch -> analyze -> decide]      (header/cookie strategies)
-      -> step_<w>: [window ->] set_route -> watch -> analyze -> decide   (for each step w)
+      -> step_<w>: [window ->] capacity -> set_route -> watch -> analyze -> decide   (for each step w)
       -> [approve_promotion, before the last step, if require_approval]
       -> promote_window -> promote
     rollback: trigger rule one_failed, downstream of every task that can fail
@@ -29,12 +31,16 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, task
 
 from istio_canary.core.fields import MATCH_STRATEGIES, RELEASE_FIELDS
+from istio_canary.core.release_phase import NotifierSpec
 from istio_canary.core.request import DEFAULT_STEPS
+from istio_canary.notifications import attach_notifiers
 from istio_canary.operators.analysis import (
     CanaryAnalysisOperator,
     CanaryBakePlanOperator,
     CanaryWatchOperator,
 )
+from istio_canary.operators.capacity import CanaryCapacityOperator
+from istio_canary.operators.mirror import CanaryMirrorWatchOperator, IstioMirrorRouteOperator
 from istio_canary.operators.preflight import IstioPreflightOperator
 from istio_canary.operators.routing import (
     ROLLBACK_FAILED_XCOM,
@@ -83,6 +89,8 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from istio_canary.core.analysis_config import AnalysisConfig
+    from istio_canary.core.capacity import CapacityConfig
+    from istio_canary.core.mirror import MirrorConfig
     from istio_canary.core.request import ReleaseRequest
     from istio_canary.core.validation import ValidationError
 
@@ -91,13 +99,16 @@ def _validate(steps: list[int], **context: Any) -> dict[str, Any]:
         _refuse_unknown_params(raw, context.get("dag"))
         request = ReleaseRequest.from_params(raw)
         analysis = AnalysisConfig.from_params(raw)
+        mirror = MirrorConfig.from_params(raw)
+        capacity = CapacityConfig.from_params(raw)
         if "steps" in raw and list(request.steps) != list(steps):
             raise ValidationError("steps", raw["steps"], f"this pipeline's steps are fixed at {steps}; declare "
                                   "another pipeline with build_release_dag(steps=...) for other steps")
     except ValidationError as exc:
         raise AirflowFailException(f"invalid release parameter: {exc}") from exc
     # decide() reads dry_run and require_approval from this output, not from the params.
-    return {**request.to_params(), **analysis.to_dict(), "dry_run": bool(raw.get("dry_run")),
+    return {**request.to_params(), **analysis.to_dict(), **mirror.to_params(), **capacity.to_dict(),
+            "dry_run": bool(raw.get("dry_run")),
             "require_approval": bool(raw.get("require_approval"))}
 
 
@@ -125,9 +136,15 @@ def build_release_dag(
     approval_timeout: timedelta = timedelta(hours=1),
     description: str | None = None,
     tags: Sequence[str] = ("istio", "canary", "release"),
+    notifiers: NotifierSpec | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
-    """A release pipeline with `steps` (increasing percentages ending at 100)."""
+    """A release pipeline with `steps` (increasing percentages ending at 100).
+
+    `notifiers`: Airflow notifiers told of the release's phases (started, step_passed,
+    awaiting_approval, promoted, rolled_back, rollback_failed): a list for every phase, or
+    {phase: notifier or [notifiers]}; see istio_canary.notifications.
+    """
     steps = _checked_steps(steps)
     with DAG(
         dag_id=dag_id,
@@ -151,6 +168,7 @@ def build_release_dag(
             entries = add_traffic_step(release, steps, index, entries, approval_timeout)
         promote = add_promotion(release, entries)
         add_rollback_and_report(release, promote, steps)
+    attach_notifiers(dag, notifiers)
     return dag
 
 
@@ -175,15 +193,18 @@ class _Release:
 
 
 def add_checks_before_any_write(release: _Release, steps: tuple[int, ...]) -> Any:
-    """validate -> window_gate -> bake_plan -> preflight -> destination_rule -> choose_strategy."""
+    """validate -> window_gate -> bake_plan -> preflight -> destination_rule -> [mirror phase]
+    -> choose_strategy."""
     window_gate = ReleaseWindowGateOperator(task_id="window_gate", retries=0, **WINDOW)
     # Read-only: refuses a release its traffic cannot judge before the lock or any route.
     bake_plan = CanaryBakePlanOperator(task_id="bake_plan", release=VALIDATED, steps=list(steps), **PROMETHEUS)
     preflight = IstioPreflightOperator(task_id="preflight", release=VALIDATED,
                                        break_stale_lock="{{ params.break_stale_lock }}", retries=1, **KUBERNETES)
     destination_rule = IstioDestinationRuleOperator(task_id="destination_rule", release=VALIDATED, **KUBERNETES)
-    strategy = task.branch(task_id="choose_strategy")(_choose_strategy)(release.validate)
-    release.validate >> window_gate >> bake_plan >> preflight >> destination_rule >> strategy
+    # Entered after the mirror phase's branch (it ran, or was not needed).
+    strategy = task.branch(task_id="choose_strategy", trigger_rule=AFTER_BRANCH)(_choose_strategy)(release.validate)
+    release.validate >> window_gate >> bake_plan >> preflight >> destination_rule
+    add_mirror_phase(release, destination_rule, steps) >> strategy
     release.can_fail(preflight, destination_rule)
     return strategy
 
@@ -194,6 +215,26 @@ def _choose_strategy(validated: dict[str, Any]) -> str:
     return "targeted.not_needed"
 
 
+def _choose_mirror(validated: dict[str, Any]) -> str:
+    return "mirror.set_route" if float(validated.get("mirror_percent") or 0) > 0 else "mirror.not_needed"
+
+
+def add_mirror_phase(release: _Release, upstream: Any, steps: tuple[int, ...]) -> list[Any]:
+    """mirror_percent > 0: the owned route copies that share of its requests to the canary
+    (clients get stable's answers), judged like a step; else not_needed. The next phase's
+    route removes the mirror. Returns the tasks that may lead into choose_strategy."""
+    choose = task.branch(task_id="choose_mirror")(_choose_mirror)(release.validate)
+    with TaskGroup("mirror", tooltip="mirror_percent > 0: a copy of that share of requests to the canary, "
+                                     "responses discarded"):
+        set_route = IstioMirrorRouteOperator(task_id="set_route", release=VALIDATED, **KUBERNETES)
+        not_needed = EmptyOperator(task_id="not_needed")
+        decided = add_judged_phase(release, "mirror", set_route, "mirror phase", on_pass="choose_strategy",
+                                   judge_state_from=None, watch_operator=CanaryMirrorWatchOperator,
+                                   steps=list(steps))
+    upstream >> choose >> [set_route, not_needed]
+    return [decided, not_needed]
+
+
 def add_targeted_phase(release: _Release, strategy: Any, first_step: int) -> list[Any]:
     """header/cookie strategies: matching requests only, judged like a step; else not_needed.
     Returns the tasks that may lead into the first step."""
@@ -201,7 +242,7 @@ def add_targeted_phase(release: _Release, strategy: Any, first_step: int) -> lis
         set_route = IstioMatchRouteOperator(task_id="set_route", release=VALIDATED, enabled=True, **KUBERNETES)
         not_needed = EmptyOperator(task_id="not_needed")
         decided = add_judged_phase(release, "targeted", set_route, "targeted phase",
-                                   on_pass=f"step_{first_step}.set_route", judge_state_from=None)
+                                   on_pass=f"step_{first_step}.capacity", judge_state_from="mirror.analyze")
     strategy >> [set_route, not_needed]
     return [decided, not_needed]
 
@@ -209,26 +250,33 @@ def add_targeted_phase(release: _Release, strategy: Any, first_step: int) -> lis
 def add_traffic_step(
     release: _Release, steps: tuple[int, ...], index: int, entries: list[Any], approval_timeout: timedelta
 ) -> list[Any]:
-    """step_<w>: [window ->] set_route -> watch -> analyze -> decide, then the approval before
-    the last step. Returns the tasks that may lead into what comes next."""
+    """step_<w>: [window ->] capacity -> set_route -> watch -> analyze -> decide, then the approval
+    before the last step. Returns the tasks that may lead into what comes next."""
     weight = steps[index]
     group_id = f"step_{weight}"
     with TaskGroup(group_id, tooltip=f"{weight}% of the owned route's traffic to the canary"):
         # The first step is entered from a branch (targeted phase or not); later steps
         # through their window hold, which carries that trigger rule instead.
-        set_route = IstioTrafficShiftOperator(
-            task_id="set_route", release=VALIDATED, canary_weight=weight,
+        capacity = CanaryCapacityOperator(
+            task_id="capacity", release=VALIDATED, current_weight=steps[index - 1] if index else 0,
+            next_weight=weight, reference_task_id=f"step_{steps[0]}.capacity" if index else None,
             trigger_rule=AFTER_BRANCH if index == 0 else "all_success", **KUBERNETES,
+            prometheus_conn_id=PROMETHEUS["prometheus_conn_id"],
         )
-        previous_phase = "targeted" if index == 0 else f"step_{steps[index - 1]}"
+        set_route = IstioTrafficShiftOperator(task_id="set_route", release=VALIDATED, canary_weight=weight,
+                                              **KUBERNETES)
+        capacity >> set_route
+        release.can_fail(capacity)
+        # The first step carries the judge state of the phase before it that ran.
+        previous = ["targeted.analyze", "mirror.analyze"] if index == 0 else f"step_{steps[index - 1]}.analyze"
         decided = add_judged_phase(release, group_id, set_route, f"step {weight}%", on_pass=_after_step(steps, index),
-                                   judge_state_from=f"{previous_phase}.analyze", plan_weights=steps[index:])
+                                   judge_state_from=previous, plan_weights=steps[index:])
         if index == 0:
-            entries >> set_route
+            entries >> capacity
         else:
             # Hold at the current weight while the release window is closed.
             hold = ReleaseWindowGateOperator(task_id="window", phase="step", trigger_rule=AFTER_BRANCH, **WINDOW)
-            entries >> hold >> set_route
+            entries >> hold >> capacity
             release.can_fail(hold)
     if index == len(steps) - 2:
         return add_approval(release, decided, approval_timeout, steps[-1])
@@ -247,12 +295,13 @@ def _after_step(steps: tuple[int, ...], index: int) -> str:
 
 def add_judged_phase(
     release: _Release, group_id: str, set_route: Any, label: str, *, on_pass: str,
-    judge_state_from: str | None, plan_weights: Sequence[int] | None = None,
+    judge_state_from: str | Sequence[str] | None, plan_weights: Sequence[int] | None = None,
+    watch_operator: type[CanaryWatchOperator] = CanaryWatchOperator, **watch_kwargs: Any,
 ) -> Any:
     """set_route -> watch -> analyze -> decide: `on_pass`, or verdict_failed, whose failure
     triggers rollback (as a crash anywhere does). Returns decide."""
-    watch = CanaryWatchOperator(task_id="watch", release=VALIDATED, judge_state_from=judge_state_from,
-                                plan_weights=plan_weights, **PROMETHEUS)
+    watch = watch_operator(task_id="watch", release=VALIDATED, judge_state_from=judge_state_from,
+                           plan_weights=plan_weights, **watch_kwargs, **PROMETHEUS)
     analyze = CanaryAnalysisOperator(task_id="analyze", release=VALIDATED, watch_task_id=f"{group_id}.watch",
                                      **PROMETHEUS)
     decided = task.branch(task_id="decide")(_decider(group_id, on_pass))(analyze.output, release.validate)
@@ -343,10 +392,11 @@ def _approval_task(timeout: timedelta, last_step: int) -> Any:
 
 
 def _report(steps: list[int], **context: Any) -> dict[str, Any]:
+    from istio_canary.core.release_page import ABORT_XCOM_KEY, ABORT_XCOM_TASK
     from istio_canary.core.report import build_report, render_report
 
     ti = context["ti"]
-    phases = ["targeted"] + [f"step_{w}" for w in steps]
+    phases = ["mirror", "targeted"] + [f"step_{w}" for w in steps]
     analyses = {p: ti.xcom_pull(task_ids=f"{p}.analyze") for p in phases}
     routes = {p: ti.xcom_pull(task_ids=f"{p}.set_route") for p in phases}
     report = build_report(
@@ -357,6 +407,7 @@ def _report(steps: list[int], **context: Any) -> dict[str, Any]:
         rolled_back=ti.xcom_pull(task_ids="rollback"),
         validated=ti.xcom_pull(task_ids="validate"),
         rollback_failed=ti.xcom_pull(task_ids="rollback", key=ROLLBACK_FAILED_XCOM),
+        aborted=ti.xcom_pull(task_ids=ABORT_XCOM_TASK, key=ABORT_XCOM_KEY),
     )
     print(render_report(report))  # the table belongs in the task log as is
     ti.xcom_push(key="release_report", value=report)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 from istio_canary.core.analysis_config import AnalysisConfig
+from istio_canary.core.capacity import CAPACITY_DEFAULTS
 from istio_canary.core.hosts import DEFAULT_MESH_DOMAIN
 from istio_canary.core.window_gate import GATE_MODES
 
@@ -26,12 +27,16 @@ ISTIO_API_VERSIONS: tuple[str, ...] = ("v1", "v1beta1")
 DEFAULT_COOKIE_REGEX = r"^(.*;\s*)?canary=true(;.*)?$"
 # The form refuses what ReleaseRequest refuses (a REST trigger then answers 400).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# RFC 6265 cookie-name: an RFC 7230 token (core/request.py checks the same).
+COOKIE_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 RELEASE = "Release"
 STRATEGY = "Targeted canary (header / cookie strategies)"
 ANALYSIS = "Analysis"
 SAFETY = "Safety and connections"
+MIRROR = "Traffic mirroring (before the first step)"
+STICKY = "Sticky canary sessions"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,37 @@ RELEASE_FIELDS: tuple[ReleaseField, ...] = (
         type="string", minLength=1, maxLength=1024,
     ),
     _row(
+        "sticky_sessions", False, "Sticky canary sessions", STICKY,
+        "A client the weighted split sends to the canary gets a cookie (Set-Cookie on the canary "
+        "destination) and a match route on it keeps the client on the canary for the rest of the "
+        "release, so it does not flip between versions. Removed at 100%, promotion and rollback.",
+        type="boolean",
+    ),
+    _row(
+        "sticky_cookie_name", None, "Sticky cookie name", STICKY,
+        "Name of the sticky cookie; default istio-canary-<service>. Its value is new for every release, "
+        "so a cookie from an earlier release never matches.",
+        type=["string", "null"], pattern=COOKIE_NAME_PATTERN, maxLength=256,
+    ),
+    _row(
+        "sticky_max_age_seconds", 86400, "Sticky cookie Max-Age (s)", STICKY,
+        "How long a client keeps the sticky cookie (its Max-Age).",
+        type="integer", minimum=1, maximum=400 * 24 * 3600,
+    ),
+    _row(
+        "mirror_percent", 0, "Mirror percent", MIRROR,
+        "Before the first step, copy this percent of the owned route's requests to the canary (Istio "
+        "mirror; clients get only stable's responses) and judge the canary on the copies like a step. "
+        "0: no mirror phase.",
+        type="number", minimum=0, maximum=100,
+    ),
+    _row(
+        "mirror_duplicate_writes_ok", False, "Mirror: duplicate writes are OK", MIRROR,
+        "A mirrored request runs twice (stable and canary), so a mirrored POST writes twice. Without this, "
+        "mirroring is refused unless the owned route matches only GET, HEAD or OPTIONS.",
+        type="boolean",
+    ),
+    _row(
         "bake_seconds", 300, "Bake time per step (s)", ANALYSIS,
         "How long each step is watched before its verdict.",
         type="integer", minimum=1,
@@ -165,6 +201,23 @@ RELEASE_FIELDS: tuple[ReleaseField, ...] = (
         "Take the service's release lock even if another run holds it. Only when that run is known "
         "to be dead.",
         type="boolean",
+    ),
+    _row(
+        "capacity_check", CAPACITY_DEFAULTS["capacity_check"], "Check the canary's capacity", SAFETY,
+        "Before each weight increase, compare the canary Deployment's Ready replicas (and its HPA's "
+        "maxReplicas) with the next step's share of the traffic at the stable's load per replica; "
+        "wait while they are coming, refuse (roll back) when they cannot be enough.",
+        type="boolean",
+    ),
+    _row(
+        "capacity_timeout_minutes", CAPACITY_DEFAULTS["capacity_timeout_minutes"], "Capacity wait (min)", SAFETY,
+        "How long a step waits for the canary's replicas to get Ready before it is refused.",
+        type="integer", minimum=0, maximum=1440,
+    ),
+    _row(
+        "capacity_headroom", CAPACITY_DEFAULTS["capacity_headroom"], "Capacity headroom", SAFETY,
+        "Spare capacity the canary needs over the stable's load per replica (1.2: 20% more replicas).",
+        type="number", minimum=1, maximum=10,
     ),
     _row(
         "kubernetes_conn_id", "kubernetes_default", "Kubernetes connection", SAFETY,

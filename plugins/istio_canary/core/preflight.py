@@ -28,8 +28,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from istio_canary.core import sticky
 from istio_canary.core.destination_rule import SubsetConflictError, ensure_subsets
 from istio_canary.core.hosts import covers_fqdn, is_unexpanded_spelling
+from istio_canary.core.mirror import MirrorConfig, mirror_problems
 from istio_canary.core.objects import qualified_name, spec_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import (
@@ -103,10 +105,11 @@ def _subset_versions(dr: dict[str, Any] | None, request: ReleaseRequest) -> dict
 
 
 def virtual_service_refusals(
-    vs: dict[str, Any], dr: dict[str, Any] | None, request: ReleaseRequest
+    vs: dict[str, Any], dr: dict[str, Any] | None, request: ReleaseRequest, mirror: MirrorConfig | None = None
 ) -> list[Refusal]:
     """The release's VirtualService as it is before the lock: owned route found, traffic on the
-    stable subset, no destination of the host without a subset, the match-route name free."""
+    stable subset, no destination of the host without a subset, the match-route name free, and
+    the owned route fit for the release's mirror phase (`core.mirror`)."""
     name = object_name("VirtualService", vs)
     refusals: list[Refusal] = []
     for i, route in enumerate(_routes(vs, "http")):
@@ -127,7 +130,10 @@ def virtual_service_refusals(
         fix = host_spelling_fix(request) or "set route_name to the route the release owns"
         refusals.append(Refusal(name, "spec.http", str(exc), fix))
         return refusals
+    refusals.extend(Refusal(name, *found) for found in sticky.refusals(vs, owned, request))
     refusals.extend(_live_traffic_refusals(vs, owned, dr, request))
+    refusals.extend(Refusal(name, f"spec.http[{owned}].{field}", problem, fix) for field, problem, fix
+                    in mirror_problems(_routes(vs, "http")[owned], request, mirror or MirrorConfig()))
     return refusals
 
 

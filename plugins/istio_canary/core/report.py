@@ -11,6 +11,9 @@ def _phase_row(phase: str, route: Mapping[str, Any] | None, analysis: Mapping[st
     weight = (route or {}).get("canary_weight")
     if phase == "targeted" and route is not None:
         weight = "match"
+    if phase == "mirror" and route is not None:
+        # Clients get only stable's answers: the canary's share is copies, not a weight.
+        weight = f"mirror {float(route.get('mirror_percent') or 0):g}%"
     return {
         "phase": phase,
         "weight": weight,
@@ -32,11 +35,13 @@ def build_report(
     rolled_back: Mapping[str, Any] | None,
     validated: Mapping[str, Any] | None,
     rollback_failed: Mapping[str, Any] | None = None,
+    aborted: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Phases that did not run (skipped) are left out. The outcome says why, in one line.
 
     `rollback_failed`: what a rollback that finally failed read back ({canary_weight,
     match_route, error}); the outcome is then `rollback_failed`, never `rolled_back`.
+    `aborted`: {by, at, tasks} when a person aborted the release (the release page's Abort).
     """
     rows = [_phase_row(p, routes.get(p), analyses.get(p)) for p in phases if routes.get(p) or analyses.get(p)]
     failed = next((r for r in rows if r["verdict"] not in (None, "pass", "dry_run")), None)
@@ -55,6 +60,12 @@ def build_report(
             f"ROLLBACK FAILED: traffic may still reach {validated.get('canary_version')} {where}; "
             f"fix routing by hand or clear the rollback task ({rollback_failed.get('error')})"
         )
+    elif aborted is not None:
+        during = f" during {', '.join(aborted['tasks'])}" if aborted.get("tasks") else ""
+        if (rolled_back or {}).get("changed"):
+            outcome, reason = "rolled_back", f"aborted by {aborted.get('by')}{during}; routing put back"
+        else:
+            outcome, reason = "failed", f"aborted by {aborted.get('by')}{during}, before routing was changed"
     elif failed is not None:
         outcome, reason = "rolled_back", f"{failed['phase']}: {failed['reason']}"
     elif rolled_back is not None:
@@ -68,6 +79,7 @@ def build_report(
         "canary_version": (validated or {}).get("canary_version"),
         "outcome": outcome,
         "reason": reason,
+        "aborted_by": (aborted or {}).get("by"),
         "phases": rows,
     }
 

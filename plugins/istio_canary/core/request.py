@@ -121,6 +121,45 @@ def _parse_names(field: str, value: Any) -> tuple[str, ...]:
     return names
 
 
+# RFC 6265bis: user agents cap a cookie's Max-Age at 400 days.
+MAX_COOKIE_AGE_SECONDS = 400 * 24 * 3600
+
+
+# RFC 6265 cookie-name: an RFC 7230 token (no separators, spaces or control characters).
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
+
+
+def require_cookie_name(field: str, value: Any) -> str:
+    """A cookie name browsers send back unchanged (RFC 6265: a token, at most 256 characters here)."""
+    if not isinstance(value, str) or not _COOKIE_NAME.fullmatch(value):
+        raise ValidationError(field, value, "must be a cookie name: 1-256 letters, digits or !#$%&'*+-.^_`|~ "
+                                            "(no spaces, '=', ';', ',' or quotes)")
+    return value
+
+
+def _as_bool(field: str, value: Any) -> bool:
+    """A JSON boolean, or the strings true/false (a templated or CLI value)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValidationError(field, value, "must be true or false")
+
+
+def _as_int(field: str, value: Any, low: int, high: int) -> int:
+    """A whole number in low..high; a string of digits (a templated value) is read as one."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(field, value, f"must be a whole number of seconds in {low}..{high}")
+    return value
+
+
+def _default_if_unset(params: Mapping[str, Any], key: str) -> Any:
+    value = params.get(key)
+    return FORM_DEFAULTS[key] if value is None or value == "" else value
+
+
 def _optional_str(params: Mapping[str, Any], key: str) -> str | None:
     value = params.get(key)
     if value is None or value == "":
@@ -162,6 +201,11 @@ class ReleaseRequest:
     # Other VirtualServices of the namespace that route to the service (an ingress-gateway
     # one, say), moved together with `virtual_service`: same steps, each its own owned route.
     virtual_services: tuple[str, ...] = ()
+    # Sticky canary sessions: a client the weighted split sent to the canary gets a cookie
+    # that keeps it there for the rest of the release (core/routing.py, "sticky").
+    sticky_sessions: bool = FORM_DEFAULTS["sticky_sessions"]
+    sticky_cookie_name: str = ""
+    sticky_max_age_seconds: int = FORM_DEFAULTS["sticky_max_age_seconds"]
 
     # Keys read by from_params, one per field (the rest of a DAG's params belong to other parts).
     PARAM_KEYS: ClassVar[tuple[str, ...]]
@@ -225,6 +269,23 @@ class ReleaseRequest:
                 self.canary_route_name,
                 "must differ from route_name (the release inserts it next to the owned route)",
             )
+        self._check_sticky()
+
+    def _check_sticky(self) -> None:
+        """Sticky-session settings: a cookie name a browser keeps, a Max-Age it honours."""
+        object.__setattr__(self, "sticky_sessions", _as_bool("sticky_sessions", self.sticky_sessions))
+        if not self.sticky_cookie_name:
+            object.__setattr__(self, "sticky_cookie_name", f"istio-canary-{self.service}")
+        require_cookie_name("sticky_cookie_name", self.sticky_cookie_name)
+        object.__setattr__(self, "sticky_max_age_seconds", _as_int(
+            "sticky_max_age_seconds", self.sticky_max_age_seconds, 1, MAX_COOKIE_AGE_SECONDS))
+        if self.sticky_sessions and not any(step < 100 for step in self.steps):
+            raise ValidationError("sticky_sessions", True, f"needs a step below 100 (steps {list(self.steps)}): "
+                                  "only a partial weighted step sends clients to the canary to stick to it")
+        if self.sticky_sessions and self.sticky_route_name == self.route_name:
+            raise ValidationError("canary_route_name", self.canary_route_name,
+                                  f"gives the sticky route the name {self.sticky_route_name!r}, "
+                                  "which another route of the release uses")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ReleaseRequest:
@@ -246,6 +307,8 @@ class ReleaseRequest:
             strategy=_str_with_default(params, "strategy", FORM_DEFAULTS["strategy"]).strip().lower(),  # type: ignore[arg-type]  # checked in __post_init__
             route_name=_optional_str(params, "route_name"),
             virtual_services=params.get("virtual_services") or (),  # type: ignore[arg-type]  # parsed in __post_init__
+            sticky_sessions=_default_if_unset(params, "sticky_sessions"),
+            sticky_max_age_seconds=_default_if_unset(params, "sticky_max_age_seconds"),
         )
 
     def to_params(self) -> dict[str, Any]:
@@ -295,6 +358,12 @@ class ReleaseRequest:
     @property
     def uses_match_route(self) -> bool:
         return self.strategy in MATCH_STRATEGIES
+
+    @property
+    def sticky_route_name(self) -> str:
+        """The match route that keeps sticky clients on the canary: named after the canary
+        match route, so the release's own routes are recognisable by their prefix."""
+        return f"{self.canary_route_name}-sticky"
 
 
 ReleaseRequest.PARAM_KEYS = tuple(f.name for f in fields(ReleaseRequest))

@@ -9,6 +9,8 @@ What a release owns (README: "Safety rules the code keeps"), and nothing else:
 - the *canary match route* (`request.canary_route_name`), which it inserts immediately before
   the owned route for the header/cookie strategies, so routes other people placed earlier
   (e.g. Bookinfo's `end-user: jason` route) keep their priority;
+- the *sticky route* (`request.sticky_route_name`) and the Set-Cookie on the owned route's
+  canary destination, while a partial step runs with `sticky_sessions` (core/sticky.py);
 - the stable/canary subsets it adds to the DestinationRule.
 
 Decisions (kept consistent across functions):
@@ -32,6 +34,8 @@ Decisions (kept consistent across functions):
   double). If the owned route has matches (a named route), the canary route ANDs the
   header/cookie condition into each of them, so it only catches requests the owned route
   would have served.
+- The mirror phase (`core.mirror`) is part of the plan: `RoutingPlan.mirror_percent` > 0
+  writes the release's mirror on the owned route, every other plan and promotion remove it.
 - Rollback restores the owned route exactly as snapshotted and removes the canary match
   route; everything else stays as it is *now* (others' edits during the release survive).
   `restore_subsets` (in `core.destination_rule`, with the other DestinationRule edits)
@@ -45,7 +49,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from istio_canary.core import sticky
 from istio_canary.core.lock import snapshot_of
+from istio_canary.core.mirror import mirrored_route
 from istio_canary.core.objects import qualified_name, spec_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.validation import ValidationError
@@ -315,7 +321,11 @@ def _canary_condition(request: ReleaseRequest) -> dict[str, dict[str, str]]:
 
 
 def _canary_matches(owned: dict[str, Any], request: ReleaseRequest) -> list[dict[str, Any]]:
-    condition = _canary_condition(request)
+    return _matches_with(owned, _canary_condition(request))
+
+
+def _matches_with(owned: dict[str, Any], condition: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """The owned route's matches (or one match-all) with the header `condition` ANDed into each."""
     owned_matches = owned.get("match") or [{}]
     matches: list[dict[str, Any]] = []
     for owned_match in owned_matches:
@@ -338,16 +348,48 @@ def set_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, An
     """Put the canary match route immediately before the owned route (replacing any old copy)."""
     out = remove_match_route(vs, request)
     index, owned = _owned(out, request)
+    out["spec"]["http"].insert(index, _route_to_canary(owned, request, request.canary_route_name,
+                                                       _canary_matches(owned, request)))
+    return out
+
+
+def _route_to_canary(owned: dict[str, Any], request: ReleaseRequest, name: str,
+                     matches: list[dict[str, Any]]) -> dict[str, Any]:
+    """A match route sending to the canary, shaped like the owned route (COPIED_TO_MATCH_ROUTE)."""
     canary_entry = _entry_for(request.canary_subset, None, _stable_template(owned, request), request)
-    match_route: dict[str, Any] = {
-        "name": request.canary_route_name,
-        "match": _canary_matches(owned, request),
-        "route": [canary_entry],
-    }
+    route: dict[str, Any] = {"name": name, "match": matches, "route": [canary_entry]}
     for key in COPIED_TO_MATCH_ROUTE:
         if key in owned:
-            match_route[key] = copy.deepcopy(owned[key])
-    out["spec"]["http"].insert(index, match_route)
+            route[key] = copy.deepcopy(owned[key])
+    return route
+
+
+def set_sticky(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Sticky sessions on: the owned route's canary destination sets this release's cookie, and
+    the sticky route, right before the owned route, sends requests carrying it to the canary."""
+    out = remove_sticky(vs, request)
+    index, owned = _owned(out, request)
+    problem = sticky.mark_canary_destinations(owned, sticky.set_cookie_header(vs, request), request)
+    if problem:
+        raise RoutingError(f"VirtualService {qualified_name(vs)} spec.http[{index}]: {problem}")
+    condition = {"cookie": {"regex": sticky.cookie_regex(sticky.cookie(vs, request))}}
+    out["spec"]["http"].insert(index, _route_to_canary(owned, request, request.sticky_route_name,
+                                                       _matches_with(owned, condition)))
+    return out
+
+
+def remove_sticky(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
+    """Sticky sessions off: the sticky route and the sticky Set-Cookie gone; a copy of `vs`
+    unchanged when the release does not use them (a route of that name is then someone else's)."""
+    if not request.sticky_sessions:
+        return copy.deepcopy(vs)
+    out = _without_route(vs, request.sticky_route_name)
+    try:
+        _, owned = _owned(out, request)
+    except RoutingError:
+        return out  # no owned route: nothing of ours on it (the caller's own lookup says why)
+    for entry in route_entries(owned):
+        sticky.strip_set_cookie(entry, request)
     return out
 
 
@@ -365,14 +407,23 @@ def remove_match_route(vs: dict[str, Any], request: ReleaseRequest) -> dict[str,
             "before this release took its lock, so it is not the release's canary match route and is "
             "not removed; set canary_route_name to a name no route uses"
         )
+    return _without_route(vs, request.canary_route_name)
+
+
+def _without_route(vs: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of `vs` without the HTTP route named `name`, one the release created: a route of
+    that name in the snapshot recorded with the lock is the user's (refused, not removed)."""
+    snapshot = snapshot_of(vs)
+    if snapshot and _has_route_named(snapshot.get("virtualService") or {}, name):
+        raise RoutingError(
+            f"VirtualService {qualified_name(vs)}: an HTTP route named {name!r} existed "
+            "before this release took its lock, so it is not a route of the release and is "
+            "not removed; set canary_route_name to a name no route uses"
+        )
     out = copy.deepcopy(vs)
     spec = out.get("spec")
     if isinstance(spec, dict) and isinstance(spec.get("http"), list):
-        spec["http"] = [
-            r
-            for r in spec["http"]
-            if not (isinstance(r, dict) and r.get("name") == request.canary_route_name)
-        ]
+        spec["http"] = [r for r in spec["http"] if not (isinstance(r, dict) and r.get("name") == name)]
     return out
 
 
@@ -381,17 +432,28 @@ def _has_route_named(vs: dict[str, Any], name: str) -> bool:
 
 
 def promote(vs: dict[str, Any], request: ReleaseRequest) -> dict[str, Any]:
-    """Owned route 100% canary; canary match route removed."""
-    return set_weights(remove_match_route(vs, request), request, 100)
+    """Owned route 100% canary; canary match route, sticky sessions and the release's mirror removed."""
+    out = remove_sticky(remove_match_route(vs, request), request)
+    return set_mirror(set_weights(out, request, 100), request, 0)
+
+
+def set_mirror(vs: dict[str, Any], request: ReleaseRequest, percent: float) -> dict[str, Any]:
+    """The owned route mirroring `percent`% of its requests to the canary subset (0: the
+    release's mirror removed), host and port as its stable destination has them."""
+    out = copy.deepcopy(vs)
+    index, route = _owned(out, request)
+    template = destination_of(_stable_template(route, request) or {})
+    out["spec"]["http"][index] = mirrored_route(route, request, percent, template)
+    return out
 
 
 def restore_owned(
     current_vs: dict[str, Any], snapshot_vs: dict[str, Any], request: ReleaseRequest
 ) -> dict[str, Any]:
-    """Owned route exactly as in the snapshot, match route removed, every other part as it is now."""
+    """Owned route exactly as in the snapshot, match and sticky routes removed, every other part as it is now."""
     snapshot_index = find_owned_route(snapshot_vs, request)
     snapshot_route = copy.deepcopy(_http_routes(snapshot_vs)[snapshot_index])
-    out = remove_match_route(current_vs, request)
+    out = remove_sticky(remove_match_route(current_vs, request), request)
     try:
         index = find_owned_route(out, request)
     except RoutingError:
@@ -407,14 +469,14 @@ def restore_owned(
 
 
 def written_routes(vs: dict[str, Any], request: ReleaseRequest) -> set[int]:
-    """Indices in spec.http of the routes the release writes: the owned route and its match route.
+    """Indices in spec.http of the routes the release writes: the owned route, its match and sticky routes.
 
     Our stricter checks (subsets defined, route order) apply to these; someone else's routes
     are held only to what Istio itself rejects.
     """
     indices = {find_owned_route(vs, request)}
-    indices |= {i for i, r in enumerate(_http_routes(vs))
-                if isinstance(r, dict) and r.get("name") == request.canary_route_name}
+    ours = {request.canary_route_name, *([request.sticky_route_name] if request.sticky_sessions else [])}
+    indices |= {i for i, r in enumerate(_http_routes(vs)) if isinstance(r, dict) and r.get("name") in ours}
     return indices
 
 
@@ -423,17 +485,25 @@ def written_routes(vs: dict[str, Any], request: ReleaseRequest) -> set[int]:
 
 @dataclass(frozen=True)
 class RoutingPlan:
-    """The absolute routing one step wants: canary share of the owned route, match route on/off."""
+    """The absolute routing one step wants: canary share of the owned route, match route on/off,
+    sticky sessions on/off (only with a partial canary share: nothing to stick to otherwise)."""
 
     canary_weight: int
     match_route: bool = False
+    # Percent of the owned route's requests copied to the canary (the mirror phase), 0: none.
+    mirror_percent: float = 0.0
+    sticky: bool = False
 
     def __post_init__(self) -> None:
         _require_weight(self.canary_weight)
+        if self.sticky and self.canary_weight in (0, 100):
+            raise ValidationError("canary_weight", self.canary_weight, "sticky sessions need a weight in 1..99")
 
     def describe(self) -> str:
         match = ", canary match route on" if self.match_route else ""
-        return f"set route: {self.canary_weight}% canary{match}"
+        mirror = f", mirror {self.mirror_percent:g}% to canary" if self.mirror_percent else ""
+        sticky_on = ", sticky sessions on" if self.sticky else ""
+        return f"set route: {self.canary_weight}% canary{match}{mirror}{sticky_on}"
 
 
 @dataclass(frozen=True)
@@ -445,6 +515,7 @@ class RoutingState:
     canary_weight: int
     stable_weight: int
     match_route_present: bool
+    sticky_route_present: bool = False
 
     @property
     def other_weight(self) -> int:
@@ -455,8 +526,10 @@ class RoutingState:
         route = f"http[{self.owned_index}]" + (f" {self.owned_route_name!r}" if self.owned_route_name else "")
         other = f", other {self.other_weight}%" if self.other_weight else ""
         match = "present" if self.match_route_present else "absent"
+        sticky_on = "; sticky route present" if self.sticky_route_present else ""
         return (
             f"{route}: stable {self.stable_weight}%, canary {self.canary_weight}%{other}; match route {match}"
+            f"{sticky_on}"
         )
 
 
@@ -489,9 +562,8 @@ def routing_state(vs: dict[str, Any], request: ReleaseRequest) -> RoutingState:
         owned_route_name=route.get("name"),
         canary_weight=round(canary * 100),
         stable_weight=round(stable * 100),
-        match_route_present=any(
-            isinstance(r, dict) and r.get("name") == request.canary_route_name for r in _http_routes(vs)
-        ),
+        match_route_present=_has_route_named(vs, request.canary_route_name),
+        sticky_route_present=request.sticky_sessions and _has_route_named(vs, request.sticky_route_name),
     )
 
 
@@ -499,7 +571,12 @@ def apply_plan(vs: dict[str, Any], request: ReleaseRequest, plan: RoutingPlan) -
     """The VirtualService with exactly the plan's routing; applying it twice equals once."""
     if plan.match_route and not request.uses_match_route:
         raise RoutingError(f"strategy {request.strategy!r} does not use a canary match route")
-    out = set_weights(remove_match_route(vs, request), request, plan.canary_weight)
+    if plan.sticky and not request.sticky_sessions:
+        raise RoutingError("sticky sessions are off for this release (sticky_sessions)")
+    out = set_weights(remove_sticky(remove_match_route(vs, request), request), request, plan.canary_weight)
+    out = set_mirror(out, request, plan.mirror_percent)
+    if plan.sticky:
+        out = set_sticky(out, request)
     if plan.match_route:
         out = set_match_route(out, request)
     return out
@@ -511,7 +588,9 @@ def plan_for_step(request: ReleaseRequest, canary_weight: int) -> RoutingPlan:
     weighted: the owned route's split only. header/cookie: the match route sends every
     matching request to the canary, and the step's weight applies to the rest (as Argo
     Rollouts combines setHeaderRoute with setWeight); at 100 the match route is redundant
-    and dropped, which is what promotion writes anyway.
+    and dropped, which is what promotion writes anyway. Sticky sessions (`sticky_sessions`) hold
+    at every partial step; at 100 everyone is on the canary and they go, as at promotion.
     """
     weight = _require_weight(canary_weight)
-    return RoutingPlan(canary_weight=weight, match_route=request.uses_match_route and weight < 100)
+    return RoutingPlan(canary_weight=weight, match_route=request.uses_match_route and weight < 100,
+                       sticky=request.sticky_sessions and 0 < weight < 100)

@@ -24,6 +24,8 @@ GROUP = "networking.istio.io"
 SUPPORTED_API_VERSIONS = ("v1", "v1beta1")
 PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules"}
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Events are best effort: a release step waits at most this long for one.
+EVENT_TIMEOUT_SECONDS = 5.0
 
 T = TypeVar("T")
 Edit = Callable[[dict[str, Any]], dict[str, Any]]
@@ -262,6 +264,33 @@ class IstioHook(BaseHook):
 
     # -- workloads -----------------------------------------------------------------------
 
+    def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
+        """Every apps/v1 Deployment of `namespace`, as dicts. All of them: a Deployment's own
+        labels need not be its pods', so the caller matches pod templates (core/capacity.py)."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(api_client=self.api_client)
+        response = self._with_transient_retries(
+            f"list deployments.apps in {namespace}",
+            lambda: apps.list_namespaced_deployment(
+                namespace, _preload_content=False, _request_timeout=self.retries.request_timeout_seconds
+            ),
+        )
+        return list(json.loads(response.data).get("items", []))
+
+    def list_horizontal_pod_autoscalers(self, namespace: str) -> list[dict[str, Any]]:
+        """Every autoscaling/v2 HorizontalPodAutoscaler of `namespace`, as dicts."""
+        from kubernetes import client
+
+        autoscaling = client.AutoscalingV2Api(api_client=self.api_client)
+        response = self._with_transient_retries(
+            f"list horizontalpodautoscalers.autoscaling in {namespace}",
+            lambda: autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                namespace, _preload_content=False, _request_timeout=self.retries.request_timeout_seconds
+            ),
+        )
+        return list(json.loads(response.data).get("items", []))
+
     def find_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Service as a dict (raw JSON, as for pods), or None when it does not exist."""
         try:
@@ -288,3 +317,27 @@ class IstioHook(BaseHook):
             ),
         )
         return list(json.loads(response.data).get("items", []))
+
+    # -- events --------------------------------------------------------------------------
+
+    def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a core/v1 Event (see core/events.py) and return it as stored.
+
+        One try with a short timeout and no retries: events are best effort and a release
+        step must not wait on them. Raises IstioApiError (403 when the Role lacks `create` on
+        events, 409 when an event of that name exists, None for a network error).
+        """
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        action = f"create Event {namespace}/{(body.get('metadata') or {}).get('name')}"
+        try:
+            response = self.core_v1.create_namespaced_event(
+                namespace, body, _preload_content=False,
+                _request_timeout=min(EVENT_TIMEOUT_SECONDS, self.retries.request_timeout_seconds),
+            )
+        except ApiException as exc:
+            raise IstioApiError(action, *_status_reason(exc)) from exc
+        except Urllib3Error as exc:
+            raise IstioApiError(action, None, f"network error: {exc}") from exc
+        return dict(json.loads(response.data))

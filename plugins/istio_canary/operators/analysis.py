@@ -34,6 +34,7 @@ from istio_canary.core.watch import (
 )
 from istio_canary.hooks.prometheus import PrometheusHook, PrometheusQueryError
 from istio_canary.operators.base import as_bool, parse_release
+from istio_canary.ui.links import ReleasePageLink
 
 # Slack on top of max_bake_seconds before Airflow gives up on the trigger.
 TRIGGER_TIMEOUT_SLACK_SECONDS = 300
@@ -63,7 +64,7 @@ def prometheus_graph_url(base_url: str, query: str) -> str:
 class _CanaryAnalysisBase(BaseOperator):
     template_fields: Sequence[str] = ("release", "analysis", "prometheus_conn_id", "dry_run")
     ui_color = "#fdf0d5"
-    operator_extra_links = (PrometheusGraphLink(),)
+    operator_extra_links = (PrometheusGraphLink(), ReleasePageLink())
 
     def __init__(
         self,
@@ -184,7 +185,8 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
     the analysis operator turns into the step's verdict.
 
     :param judge_state_from: task id whose XCom holds the previous step's `judge_state`, so
-        one error budget (alpha) covers the whole release.
+        one error budget (alpha) covers the whole release; or several, latest phase first (the
+        first that ran is used: a phase before may have been skipped).
     :param plan_weights: this step's canary weight and every later step's: the bake is then
         planned from traffic (`core.plan`, when the release's `plan_bake` is on). None (the
         targeted phase, whose share of traffic is unknown): bake as configured. A release
@@ -192,7 +194,8 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
         a step whose traffic fell since bakes up to `max_bake_seconds` and is judged on that.
     """
 
-    def __init__(self, *, judge_state_from: str | None = None, plan_weights: Sequence[int] | None = None,
+    def __init__(self, *, judge_state_from: str | Sequence[str] | None = None,
+                 plan_weights: Sequence[float] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.judge_state_from = judge_state_from
@@ -206,10 +209,14 @@ class CanaryWatchOperator(_CanaryAnalysisBase):
             return {"action": "dry_run", "progress": None}
         self.push_graph_link(context)
         judge_state = None
-        if self.judge_state_from:
-            previous = context["ti"].xcom_pull(task_ids=self.judge_state_from)
-            judge_state = (previous or {}).get("judge_state")
-            self.log.info("judge state carried from %s: %s", self.judge_state_from,
+        # Several sources (latest phase first): the first phase that ran and was judged.
+        sources = [self.judge_state_from] if isinstance(self.judge_state_from, str) else self.judge_state_from or []
+        for source in sources:
+            judge_state = (context["ti"].xcom_pull(task_ids=source) or {}).get("judge_state")
+            if judge_state:
+                break
+        if sources:
+            self.log.info("judge state carried from %s: %s", source if judge_state else " or ".join(sources),
                           "yes" if judge_state else "none (first judged step)")
         plan = None
         if config.plan_bake and self.plan_weights:

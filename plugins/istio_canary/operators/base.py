@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -11,6 +13,7 @@ from airflow.sdk import BaseOperator
 
 from istio_canary.core.destination_rule import ensure_subsets
 from istio_canary.core.diff import yaml_diff
+from istio_canary.core.events import EventOrigin, ReleaseEvent, Versions, event_body, involved_object
 from istio_canary.core.lock import NotLockHolderError, require_holder, without_own_annotations
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.hooks.istio import IstioHook, WriteResult
@@ -49,6 +52,15 @@ class NoReleaseError(ValueError):
 def release_holder(context: Mapping[str, Any]) -> str:
     """The lock holder id of this release: the DAG run, so a person can find it in the UI."""
     return f"{context['dag'].dag_id}/{context['run_id']}"
+
+
+def run_ids(context: Mapping[str, Any]) -> tuple[str, str]:
+    """(dag_id, run_id) of the running task, from whichever of Airflow's keys the context has."""
+    dag_run = context.get("dag_run")
+    dag = context.get("dag")
+    dag_id = getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None) or ""
+    run_id = context.get("run_id") or getattr(dag_run, "run_id", None) or ""
+    return str(dag_id), str(run_id)
 
 
 class IstioReleaseOperator(BaseOperator):
@@ -136,6 +148,35 @@ class IstioReleaseOperator(BaseOperator):
             return None
         self.log_write(result, what)
         return result
+
+    def emit_event(self, context: Mapping[str, Any], event: ReleaseEvent | Callable[[], ReleaseEvent],
+                   vs: Mapping[str, Any] | None = None, name: str | None = None) -> None:
+        """Record `event` (or what the callable builds) on the VirtualService `name` (the
+        release's own by default; `vs`: the object as just written, for its uid). Best effort:
+        a refusal (403 without `create` on events), a missing object, a network error, even a
+        failure to describe the step, is a warning, never a failed or changed release."""
+        if self.is_dry_run:
+            return
+        req = self.request
+        name = name or req.virtual_service
+        dag_id, run_id = run_ids(context)
+        origin = EventOrigin(dag_id, run_id, self.task_id, socket.gethostname())
+        reason = getattr(event, "reason", "release event")
+        try:
+            built = event if isinstance(event, ReleaseEvent) else event()
+            reason = built.reason
+            body = event_body(built, involved_object(vs or {}, req.namespace, name), origin, datetime.now(UTC))
+            self.hook.create_event(req.namespace, body)
+        except Exception as exc:
+            self.log.warning("could not record the Kubernetes Event %s on VirtualService %s/%s "
+                             "(the release goes on without it): %s", reason, req.namespace, name, exc)
+            return
+        self.log.info("Kubernetes Event %s %s on VirtualService %s/%s: %s",
+                      body["type"], body["reason"], req.namespace, name, body["message"])
+
+    def release_versions(self) -> Versions:
+        req = self.request
+        return Versions(req.namespace, req.service, req.stable_version, req.canary_version)
 
     def log_write(self, result: WriteResult, what: str) -> None:
         name = f"{result.kind} {result.namespace}/{result.name}"

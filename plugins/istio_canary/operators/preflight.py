@@ -15,6 +15,7 @@ from istio_canary.core.lock import (
     with_lock,
     without_own_annotations,
 )
+from istio_canary.core.mirror import MirrorConfig
 from istio_canary.core.pods import metric_label_problems, summarize_version_pods
 from istio_canary.core.preflight import (
     Refusal,
@@ -29,7 +30,7 @@ from istio_canary.core.preflight import (
 )
 from istio_canary.core.routing import find_owned_route, request_for
 from istio_canary.hooks.istio import IstioApiError, ObjectNotFoundError, WriteResult
-from istio_canary.operators.base import Edit, IstioReleaseOperator, as_bool, release_holder
+from istio_canary.operators.base import Edit, IstioReleaseOperator, as_bool, parse_release, release_holder
 
 
 class PreflightError(RuntimeError):
@@ -104,6 +105,11 @@ class IstioPreflightOperator(IstioReleaseOperator):
         return {"holder": holder, "snapshot": snapshot,
                 "resource_version": result.resource_version if result else vs["metadata"]["resourceVersion"]}
 
+    @property
+    def _mirror(self) -> MirrorConfig:
+        """The release's mirror phase: the owned route must be fit for it (core/mirror.py)."""
+        return MirrorConfig.from_params(parse_release(self.release))
+
     def _read_virtual_service(self) -> dict[str, Any]:
         req = self.request
         try:
@@ -142,7 +148,7 @@ class IstioPreflightOperator(IstioReleaseOperator):
         for each in (vs, *included.values()):
             basis = self._routing_basis(each, holder)
             if basis is not None:
-                refusals += virtual_service_refusals(basis, dr, request_for(each, req))
+                refusals += virtual_service_refusals(basis, dr, request_for(each, req), self._mirror)
         refusals += other_virtual_service_refusals(vs, self.hook.list("VirtualService", req.namespace), req)
         refusals += other_destination_rule_refusals(vs, dr, self._rules_of_host(), req)
         problems: list[str] = []
@@ -181,7 +187,7 @@ class IstioPreflightOperator(IstioReleaseOperator):
             # edit or another release finishing since the first read cannot make it stale.
             basis = self._routing_basis(live, holder)
             if basis is not None:
-                found = virtual_service_refusals(basis, dr, request_for(live, req))
+                found = virtual_service_refusals(basis, dr, request_for(live, req), self._mirror)
                 if found:
                     raise ReleaseRefusedError(found)
             primary = live["metadata"]["name"] == req.virtual_service

@@ -6,6 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from istio_canary.core.destination_rule import ensure_subsets, restore_subsets
+from istio_canary.core.events import (
+    ReleaseEvent,
+    promoted_event,
+    rollback_failed_event,
+    rolled_back_event,
+    step_event,
+)
 from istio_canary.core.istio_rules import validate_destination_rule, validate_virtual_service
 from istio_canary.core.lock import NotLockHolderError, finished, outcome_of, snapshot_of
 from istio_canary.core.routing import (
@@ -89,7 +96,21 @@ class _VirtualServiceRoutingOperator(IstioReleaseOperator):
         edit = self.routing_edit()
         results = [self.update_virtual_service(context, edit, plan.describe(), name)
                    for name in self.request.all_virtual_services]
+        for result in results:
+            if result is not None and result.written:
+                self.emit_event(context, lambda r=result: self._step_event(r), result.after, result.name)
         return _summary(results[0], self.request)
+
+    def _step_event(self, result: WriteResult) -> ReleaseEvent:
+        """The step as written: the owned route's shares as read back, and who the match route takes."""
+        req = self.request
+        state = routing_state(result.after, request_for(result.after, req))
+        match = None
+        if state.match_route_present:
+            match = (f"header {req.header_name}: {req.header_value}" if req.strategy == "header"
+                     else f"cookie {req.cookie_regex}")
+        return step_event(self.release_versions(), state.canary_weight, state.stable_weight,
+                          state.other_weight, match)
 
 
 class IstioTrafficShiftOperator(_VirtualServiceRoutingOperator):
@@ -114,7 +135,9 @@ class IstioTrafficShiftOperator(_VirtualServiceRoutingOperator):
         weight = int(self.canary_weight)
         if self.match_route is None:
             return plan_for_step(self.request, weight)
-        return RoutingPlan(canary_weight=weight, match_route=self.match_route)
+        # The release's sticky sessions still follow the weight (plan_for_step).
+        return RoutingPlan(canary_weight=weight, match_route=self.match_route,
+                           sticky=plan_for_step(self.request, weight).sticky)
 
 
 class IstioMatchRouteOperator(_VirtualServiceRoutingOperator):
@@ -146,10 +169,12 @@ class IstioPromoteOperator(IstioReleaseOperator):
             return desired if self.is_dry_run or not self.require_lock else finished(desired, holder, "promoted")
 
         # The VirtualServices moved with it first: the release's own lock goes last.
-        for name in req.virtual_services:
-            self.update_virtual_service(context, edit, f"promote {req.canary_version}", name)
-        result = self.update_virtual_service(context, edit, f"promote {req.canary_version}")
-        return _summary(result, req)
+        results = [self.update_virtual_service(context, edit, f"promote {req.canary_version}", name)
+                   for name in (*req.virtual_services, req.virtual_service)]
+        for done in results:
+            if done is not None and done.written:
+                self.emit_event(context, promoted_event(self.release_versions()), done.after, done.name)
+        return _summary(results[-1], req)
 
 
 class IstioRollbackOperator(IstioReleaseOperator):
@@ -195,12 +220,18 @@ class IstioRollbackOperator(IstioReleaseOperator):
 
         try:
             # The VirtualServices moved with it first: the release's own lock goes last.
-            for name in req.virtual_services:
-                self.update_virtual_service(context, edit, "rollback", name)
-            result = self.update_virtual_service(context, edit, "rollback")
+            results = [self.update_virtual_service(context, edit, "rollback", name)
+                       for name in (*req.virtual_services, req.virtual_service)]
         except Exception as exc:
             self._say_where_traffic_is(context, exc)
             raise
+        result = results[-1]
+        for done in results:
+            if done is not None and done.written:
+                self.emit_event(context, lambda d=done: rolled_back_event(
+                    self.release_versions(), routing_state(d.before, request_for(d.before, req)).canary_weight,
+                    self.reason,
+                ), done.after, done.name)
         if result is not None or self._rolled_back_by(holder):
             # Routing first, subsets after: a subset removed while a route still used it would 503.
             self._restore_destination_rule(used.get("snapshot") or self.snapshot, result)
@@ -246,8 +277,10 @@ class IstioRollbackOperator(IstioReleaseOperator):
             "canary_version": req.canary_version, "canary_weight": None, "match_route": None,
             "error": str(error),
         }
+        vs: dict[str, Any] | None = None
         try:
-            state = routing_state(self.hook.get_virtual_service(req.namespace, req.virtual_service), req)
+            vs = self.hook.get_virtual_service(req.namespace, req.virtual_service)
+            state = routing_state(vs, req)
             where.update(canary_weight=state.canary_weight, match_route=state.match_route_present)
             now = f"canary weight {state.canary_weight}%" + (
                 f", and the canary match route still sends matching requests to {req.canary_version}"
@@ -267,3 +300,4 @@ class IstioRollbackOperator(IstioReleaseOperator):
         )
         if ti is not None:
             ti.xcom_push(key=ROLLBACK_FAILED_XCOM, value=where)
+        self.emit_event(context, rollback_failed_event(self.release_versions(), now, str(error)), vs)

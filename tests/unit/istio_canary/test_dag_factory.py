@@ -60,8 +60,23 @@ def test_dag_files_do_not_import_heavy_clients(dag_file: str, tmp_path: Path) ->
 
 def test_steps_are_task_groups_with_the_four_stages(release_dag: Any) -> None:
     for weight in (10, 50, 100):
-        for stage in ("set_route", "watch", "analyze", "decide"):
+        for stage in ("capacity", "set_route", "watch", "analyze", "decide"):
             assert f"step_{weight}.{stage}" in release_dag.task_ids
+
+
+def test_capacity_check_comes_before_each_weight_increase(release_dag: Any) -> None:
+    previous = 0
+    for weight in (10, 50, 100):
+        capacity = release_dag.get_task(f"step_{weight}.capacity")
+        assert release_dag.get_task(f"step_{weight}.set_route").upstream_task_ids == {capacity.task_id}
+        assert (capacity.current_weight, capacity.next_weight) == (previous, weight)
+        assert capacity.mode == "reschedule"
+        assert capacity.reference_task_id == (None if weight == 10 else "step_10.capacity")
+        previous = weight
+    # A passed targeted phase enters the first step through its capacity check.
+    task, chosen = _choose(release_dag, "targeted.decide", analysis={"outcome": "pass", "summary": ""},
+                           validated={"dry_run": False})
+    assert chosen == "step_10.capacity" and chosen in task.downstream_task_ids
 
 
 def test_params_have_titles_and_the_required_release_fields(release_dag: Any) -> None:
@@ -106,7 +121,7 @@ def _choose(release_dag: Any, task_id: str, **kwargs: Any) -> Any:
 @pytest.mark.parametrize("outcome", ["pass", "fail", "inconclusive"])
 def test_every_decision_leads_to_a_direct_downstream_task(release_dag: Any, outcome: str, require_approval: bool) -> None:
     validated = {"dry_run": False, "require_approval": require_approval}
-    for group in ("targeted", "step_10", "step_50", "step_100"):
+    for group in ("mirror", "targeted", "step_10", "step_50", "step_100"):
         task, chosen = _choose(release_dag, f"{group}.decide", analysis={"outcome": outcome, "summary": "s"},
                                validated=validated)
         assert chosen in task.downstream_task_ids, (group, chosen)
@@ -114,6 +129,22 @@ def test_every_decision_leads_to_a_direct_downstream_task(release_dag: Any, outc
             assert chosen == f"{group}.verdict_failed"
     _, chosen = _choose(release_dag, "step_50.decide", analysis={"outcome": "pass", "summary": ""}, validated=validated)
     assert chosen == ("approve_promotion" if require_approval else "no_approval_needed")
+    _, chosen = _choose(release_dag, "mirror.decide", analysis={"outcome": "pass", "summary": ""}, validated=validated)
+    assert chosen == "choose_strategy"
+
+
+def test_mirror_phase_comes_before_the_strategy_and_is_chosen_by_mirror_percent(release_dag: Any) -> None:
+    task, chosen = _choose(release_dag, "choose_mirror", validated={"mirror_percent": 25})
+    assert chosen == "mirror.set_route" and chosen in task.downstream_task_ids
+    _, chosen = _choose(release_dag, "choose_mirror", validated={"mirror_percent": 0})
+    assert chosen == "mirror.not_needed" and chosen in task.downstream_task_ids
+    assert "destination_rule" in task.upstream_task_ids  # the canary subset exists before the mirror names it
+    strategy = release_dag.get_task("choose_strategy")
+    assert {"mirror.decide", "mirror.not_needed"} <= strategy.upstream_task_ids
+    assert strategy.trigger_rule == "none_failed_min_one_success"
+    # The first step carries the judge state of whichever earlier phase ran.
+    assert release_dag.get_task("step_10.watch").judge_state_from == ["targeted.analyze", "mirror.analyze"]
+    assert release_dag.get_task("mirror.watch").steps == [10, 50, 100]
 
 
 def test_strategy_branch_and_entry_trigger_rules(release_dag: Any) -> None:
@@ -122,7 +153,7 @@ def test_strategy_branch_and_entry_trigger_rules(release_dag: Any) -> None:
     _, chosen = _choose(release_dag, "choose_strategy", validated={"strategy": "weighted"})
     assert chosen == "targeted.not_needed"
     # A step entered after a branch must not be satisfied by validate's success alone.
-    for task_id in ("step_10.set_route", "step_50.window", "step_100.window", "promote_window"):
+    for task_id in ("step_10.capacity", "step_50.window", "step_100.window", "promote_window"):
         task = release_dag.get_task(task_id)
         assert "validate" not in task.upstream_task_ids
         assert task.trigger_rule == "none_failed_min_one_success"
@@ -132,7 +163,7 @@ def test_rollback_follows_any_failure_of_a_task_that_touches_routing(release_dag
     rollback = release_dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed"
     for task_id in release_dag.task_ids:
-        if task_id.endswith(("set_route", "watch", "analyze", "decide", "verdict_failed")) or task_id in (
+        if task_id.endswith(("capacity", "set_route", "watch", "analyze", "decide", "verdict_failed")) or task_id in (
             "preflight", "destination_rule", "approve_promotion", "promote", "promote_window"
         ):
             assert task_id in rollback.upstream_task_ids, task_id

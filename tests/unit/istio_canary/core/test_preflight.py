@@ -235,3 +235,20 @@ def test_a_gateway_virtual_service_moved_with_the_release_is_not_refused() -> No
     second = vs([{"route": [to("v1")]}], name="reviews-2")
     assert only(other_virtual_service_refusals(release, [second], request(virtual_services=["reviews-2"]))).field \
         == "spec.hosts[0]"
+
+
+def test_sticky_sessions_refuse_what_would_lose_the_users_config_before_any_write() -> None:
+    sticky = request(sticky_sessions=True)
+    users = {"name": "reviews-canary-sticky", "match": [{"headers": {"x-beta": {"exact": "1"}}}], "route": [to("v1")]}
+    taken = only(virtual_service_refusals(vs([users, DEFAULT]), DR, sticky))
+    assert taken.field == "spec.http[0].name" and "reviews-canary-sticky" in taken.problem
+    assert "canary_route_name" in taken.fix
+    assert virtual_service_refusals(vs([users, DEFAULT]), DR, request()) == []  # not sticky: not ours
+    on_cookie = {"name": "api", "match": [{"headers": {"cookie": {"regex": ".*beta.*"}}}], "route": [to("v1")]}
+    refusal = only(virtual_service_refusals(vs([on_cookie]), DR, request(sticky_sessions=True, route_name="api")))
+    assert refusal.field == "spec.http[0].match" and "sticky_sessions" in refusal.fix
+    cookie_set = dict(copy.deepcopy(DEFAULT))
+    cookie_set["route"][0]["headers"] = {"response": {"add": {"set-cookie": "lang=en"}}}
+    refusal = only(virtual_service_refusals(vs([cookie_set]), DR, sticky))
+    assert refusal.field == "spec.http[0].route[0].headers.response.add"
+    assert virtual_service_refusals(vs([copy.deepcopy(DEFAULT)]), DR, sticky) == []

@@ -251,3 +251,44 @@ def test_virtual_services_moved_with_the_release_are_parsed_and_checked() -> Non
         with pytest.raises(ValidationError) as err:
             ReleaseRequest.from_params({**base, "virtual_services": bad})
         assert err.value.field == "virtual_services" and says in str(err.value)
+
+
+def test_sticky_sessions_defaults_and_coercion() -> None:
+    req = make()
+    assert (req.sticky_sessions, req.sticky_cookie_name, req.sticky_max_age_seconds) == (
+        False, "istio-canary-reviews", 86400)
+    sticky = make(sticky_sessions="true", sticky_cookie_name="app_sticky", sticky_max_age_seconds="600")
+    assert (sticky.sticky_sessions, sticky.sticky_cookie_name, sticky.sticky_max_age_seconds) == (
+        True, "app_sticky", 600)
+    assert sticky.sticky_route_name == "reviews-canary-sticky"
+    assert ReleaseRequest.from_params(sticky.to_params()) == sticky
+    assert make(sticky_cookie_name=None, sticky_max_age_seconds=None, sticky_sessions=None) == make()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"sticky_sessions": "yes"}, "sticky_sessions"),
+        ({"sticky_sessions": 1}, "sticky_sessions"),
+        ({"sticky_cookie_name": "my cookie"}, "sticky_cookie_name"),
+        ({"sticky_cookie_name": "a=b"}, "sticky_cookie_name"),
+        ({"sticky_cookie_name": "a;b"}, "sticky_cookie_name"),
+        ({"sticky_cookie_name": "x" * 257}, "sticky_cookie_name"),
+        ({"sticky_cookie_name": 5}, "sticky_cookie_name"),
+        ({"sticky_max_age_seconds": 0}, "sticky_max_age_seconds"),
+        ({"sticky_max_age_seconds": -5}, "sticky_max_age_seconds"),
+        ({"sticky_max_age_seconds": 400 * 86400 + 1}, "sticky_max_age_seconds"),
+        ({"sticky_max_age_seconds": 1.5}, "sticky_max_age_seconds"),
+        ({"sticky_max_age_seconds": True}, "sticky_max_age_seconds"),
+        ({"sticky_sessions": True, "steps": [100]}, "sticky_sessions"),
+        ({"sticky_sessions": True, "route_name": "reviews-canary-sticky"}, "canary_route_name"),
+    ],
+)
+def test_bad_sticky_settings_name_the_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make(**overrides)
+    assert caught.value.field == field, caught.value
+
+
+def test_a_route_named_like_the_sticky_route_is_ownable_without_sticky_sessions() -> None:
+    assert make(route_name="reviews-canary-sticky").route_name == "reviews-canary-sticky"

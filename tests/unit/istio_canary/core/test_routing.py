@@ -609,3 +609,207 @@ def test_the_canary_subset_gets_the_stable_subsets_traffic_policy() -> None:
     out = ensure_subsets(dr, request())
     assert out["spec"]["subsets"][-1] == {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": policy}
     assert restore_subsets(out, dr, request()) == dr
+
+
+# --------------------------------------------------------------------------- sticky canary sessions
+
+
+def _locked(vs: dict[str, Any], holder: str = "istio_canary_release/run-1") -> dict[str, Any]:
+    from istio_canary.core.lock import with_lock
+
+    return with_lock(vs, holder, {"virtualService": copy.deepcopy(vs), "destinationRule": None})
+
+
+def _sticky_cookie_of(vs: dict[str, Any], req: ReleaseRequest) -> str:
+    """The name=value the owned route's canary destination sets."""
+    owned = vs["spec"]["http"][find_owned_route(vs, req)]
+    canary = [e for e in owned["route"] if e["destination"]["subset"] == req.canary_subset]
+    return canary[0]["headers"]["response"]["add"]["set-cookie"].split(";")[0]
+
+
+def test_sticky_step_sets_the_cookie_on_the_canary_destination_and_routes_it_back() -> None:
+    import re2
+
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True, sticky_max_age_seconds=600)
+    locked = _locked(vs)
+
+    out = apply_plan(locked, req, plan_for_step(req, 10))
+
+    http = out["spec"]["http"]
+    assert [r.get("name") for r in http] == ["jason", "reviews-canary-sticky", None]
+    assert http[0] == vs["spec"]["http"][0]  # the user's route, verbatim and still first
+    owned = http[2]
+    stable, canary = owned["route"]
+    assert stable == {"destination": {"host": "reviews", "subset": "v1"}, "weight": 90}  # no cookie on stable
+    set_cookie = canary["headers"]["response"]["add"]["set-cookie"]
+    name_value = set_cookie.split(";")[0]
+    assert re2.fullmatch(r"istio-canary-reviews=v3-[0-9a-f]{12}", name_value)
+    assert set_cookie == f"{name_value}; Max-Age=600; Path=/"
+    sticky_route = http[1]
+    assert sticky_route["route"] == [{"destination": {"host": "reviews", "subset": "v3"}}]
+    (match,) = sticky_route["match"]
+    regex = match["headers"]["cookie"]["regex"]
+    for cookie in (name_value, f"session=abc; {name_value}", f"{name_value}; theme=dark", f"a=1;{name_value};b=2"):
+        assert re2.fullmatch(regex, cookie), cookie
+    for cookie in (f"x{name_value}", f"{name_value}0", "istio-canary-reviews=v3-000000000000", "canary=true"):
+        assert not re2.fullmatch(regex, cookie), cookie
+    state = routing_state(out, req)
+    assert (state.canary_weight, state.sticky_route_present, state.match_route_present) == (10, True, False)
+
+
+def test_sticky_cookie_is_new_per_release_and_the_same_on_every_write_of_one() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True)
+    first = _sticky_cookie_of(apply_plan(_locked(vs, "dag/run-1"), req, plan_for_step(req, 10)), req)
+    again = _sticky_cookie_of(apply_plan(_locked(vs, "dag/run-1"), req, plan_for_step(req, 50)), req)
+    other = _sticky_cookie_of(apply_plan(_locked(vs, "dag/run-2"), req, plan_for_step(req, 10)), req)
+    assert first == again != other
+
+
+def test_sticky_plans_are_idempotent_and_absolute() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    locked = _locked(vs)
+    for strategy in ("weighted", "header", "cookie"):
+        req = request(sticky_sessions=True, strategy=strategy)
+        plans = [plan_for_step(req, w) for w in (10, 50, 100)]
+        if req.uses_match_route:
+            plans.append(RoutingPlan(0, True))
+        for first in plans:
+            after_first = apply_plan(locked, req, first)
+            for second in plans:
+                direct = apply_plan(locked, req, second)
+                assert apply_plan(after_first, req, second) == direct, (strategy, first, second)
+                assert apply_plan(direct, req, second) == direct
+                assert routing_state(direct, req).sticky_route_present is second.sticky
+            # Rollback from any step: the snapshot's routing exactly.
+            assert restore_owned(after_first, vs, req)["spec"] == vs["spec"]
+
+
+def test_sticky_sessions_hold_at_partial_steps_only() -> None:
+    req = request(sticky_sessions=True, strategy="header")
+    assert [plan_for_step(req, w).sticky for w in (10, 50, 100)] == [True, True, False]
+    assert plan_for_step(request(), 10).sticky is False
+    assert "sticky sessions on" in plan_for_step(req, 10).describe()
+    with pytest.raises(ValidationError, match="canary_weight"):
+        RoutingPlan(100, sticky=True)
+    vs, _ = load("reviews_bookinfo.yaml")
+    with pytest.raises(RoutingError, match="sticky_sessions"):
+        apply_plan(vs, request(), RoutingPlan(10, sticky=True))
+
+
+def test_header_strategy_targeted_phase_has_no_sticky_and_steps_have_both_routes() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True, strategy="header")
+    locked = _locked(vs)
+    targeted = apply_plan(locked, req, RoutingPlan(0, True))
+    assert [r.get("name") for r in targeted["spec"]["http"]] == ["jason", "reviews-canary", None]
+    assert "headers" not in str(targeted["spec"]["http"][-1])
+    step = apply_plan(targeted, req, plan_for_step(req, 10))
+    assert [r.get("name") for r in step["spec"]["http"]] == ["jason", "reviews-canary-sticky", "reviews-canary", None]
+
+
+def test_promotion_and_the_last_step_drop_the_sticky_route_and_cookie() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True)
+    locked = _locked(vs)
+    mid = apply_plan(locked, req, plan_for_step(req, 50))
+    expected_http = [vs["spec"]["http"][0], {"route": [{"destination": {"host": "reviews", "subset": "v3"}}]}]
+    assert promote(mid, req)["spec"]["http"] == expected_http
+    assert apply_plan(mid, req, plan_for_step(req, 100))["spec"]["http"] == expected_http
+    assert promote(promote(mid, req), req) == promote(mid, req)
+
+
+def test_sticky_on_a_named_route_ands_the_cookie_into_each_match_and_copies_its_policies() -> None:
+    vs, _ = load("productpage_named.yaml")
+    req = ReleaseRequest.from_params({"service": "productpage", "namespace": "bookinfo", "stable_version": "v1",
+                                      "canary_version": "v2", "route_name": "api", "sticky_sessions": True})
+    locked = _locked(vs)
+    out = apply_plan(locked, req, plan_for_step(req, 10))
+    owned_index = find_owned_route(out, req)
+    owned, sticky_route = out["spec"]["http"][owned_index], out["spec"]["http"][owned_index - 1]
+    assert sticky_route["name"] == "productpage-canary-sticky"
+    assert len(sticky_route["match"]) == len(owned["match"])
+    for theirs, ours in zip(owned["match"], sticky_route["match"], strict=True):
+        assert {k: v for k, v in ours.items() if k != "headers"} == {k: v for k, v in theirs.items() if k != "headers"}
+        assert "cookie" in ours["headers"]
+    for key in ("timeout", "retries", "rewrite", "corsPolicy"):
+        assert sticky_route.get(key) == owned.get(key)
+    assert "fault" not in sticky_route and "mirror" not in sticky_route
+    assert restore_owned(out, vs, req)["spec"] == vs["spec"]
+
+
+def test_everything_a_sticky_release_writes_is_valid_for_istio_and_its_crd() -> None:
+    from sandbox import schema
+
+    crds = schema.load_schemas("/work/shared/istio" if Path("/work/shared/istio").exists() else None)
+    vs, dr = load("reviews_bookinfo.yaml")
+    for strategy in ("weighted", "header", "cookie"):
+        req = request(sticky_sessions=True, strategy=strategy, sticky_cookie_name="app.sticky$v+1")
+        ensured = ensure_subsets(dr, req)
+        out = apply_plan(_locked(vs), req, plan_for_step(req, 10))
+        validate_virtual_service(out, ensured)
+        for version in ("v1", "v1beta1"):
+            assert crds.validate("virtualservices", version, dict(out, apiVersion=f"networking.istio.io/{version}")) == []
+
+
+def test_a_cookie_name_with_regex_characters_is_matched_literally() -> None:
+    import re2
+
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True, sticky_cookie_name="a.b*c")
+    out = apply_plan(_locked(vs), req, plan_for_step(req, 10))
+    regex = out["spec"]["http"][1]["match"][0]["headers"]["cookie"]["regex"]
+    name_value = _sticky_cookie_of(out, req)
+    assert re2.fullmatch(regex, name_value)
+    assert not re2.fullmatch(regex, name_value.replace("a.b*c", "aXbbbc"))
+
+
+def test_a_non_sticky_release_leaves_a_users_route_named_like_the_sticky_route_alone() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    users = {"name": "reviews-canary-sticky", "match": [{"headers": {"x-beta": {"exact": "1"}}}],
+             "route": [{"destination": {"host": "reviews", "subset": "v2"}}]}
+    vs["spec"]["http"].insert(0, users)
+    req = request()
+    out = apply_plan(_locked(vs), req, plan_for_step(req, 10))
+    assert out["spec"]["http"][0] == users
+    assert promote(out, req)["spec"]["http"][0] == users
+
+
+def test_a_users_route_named_like_the_sticky_route_is_never_removed() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    req = request(sticky_sessions=True)
+    vs["spec"]["http"].insert(0, {"name": req.sticky_route_name, "match": [{"headers": {"x-beta": {"exact": "1"}}}],
+                                  "route": [{"destination": {"host": "reviews", "subset": "v2"}}]})
+    locked = _locked(vs)
+    for edit in (lambda v: apply_plan(v, req, plan_for_step(req, 10)), lambda v: promote(v, req),
+                 lambda v: restore_owned(v, vs, req)):
+        with pytest.raises(RoutingError, match="existed before this release took its lock"):
+            edit(locked)
+
+
+def test_a_set_cookie_already_on_the_owned_routes_destination_is_refused_not_overwritten() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    vs["spec"]["http"][1]["route"][0]["headers"] = {"response": {"add": {"Set-Cookie": "lang=en"}}}
+    req = request(sticky_sessions=True)
+    with pytest.raises(RoutingError, match="already adds a set-cookie"):
+        apply_plan(_locked(vs), req, plan_for_step(req, 10))
+
+
+def test_the_canary_destinations_own_response_headers_stay_beside_the_cookie() -> None:
+    vs, _ = load("reviews_bookinfo.yaml")
+    headers = {"request": {"set": {"x-team": "books"}}, "response": {"add": {"x-served-by": "reviews"}}}
+    vs["spec"]["http"][1]["route"][0]["headers"] = copy.deepcopy(headers)
+    req = request(sticky_sessions=True)
+    locked = _locked(vs)
+    out = apply_plan(locked, req, plan_for_step(req, 10))
+    stable, canary = out["spec"]["http"][-1]["route"]
+    assert stable["headers"] == headers
+    assert canary["headers"]["response"]["add"]["x-served-by"] == "reviews"
+    assert canary["headers"]["request"] == headers["request"]
+    assert "set-cookie" in canary["headers"]["response"]["add"]
+    # Back to 0% (or a targeted phase): the cookie goes, the copied headers stay as they were.
+    zero = apply_plan(out, req, RoutingPlan(0))
+    assert zero["spec"]["http"][-1]["route"] == [{"destination": {"host": "reviews", "subset": "v1"},
+                                                  "headers": headers}]
+    assert restore_owned(out, vs, req)["spec"] == vs["spec"]
