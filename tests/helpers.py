@@ -3,6 +3,9 @@ sandbox stores them, and route destinations."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from typing import Any
 
 from kubernetes import client
@@ -55,3 +58,31 @@ def route_to(istio: client.CustomObjectsApi, http: list[dict[str, Any]]) -> str:
     vs["spec"]["http"] = http
     written = istio.replace_namespaced_custom_object(*args, "virtualservices", "reviews", vs)
     return written["metadata"]["resourceVersion"]
+
+
+class VirtualServicePoller:
+    """Reads the VirtualService every 0.2 s in a thread while a release runs (`with` block) and
+    hands each read to `observe`; a read or an observation that fails is skipped, as the
+    release may be between writes."""
+
+    def __init__(self, mesh: SandboxInfo, request: Any) -> None:
+        self.mesh, self.request = mesh, request
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def observe(self, vs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.observe(vs_of(self.mesh))
+            time.sleep(0.2)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,30 @@ def analyzed_release(run_release: Any, cluster: Any) -> AnalyzedRelease:
     """Like `run_release` (same arguments, returns its RunResult), with `istioctl analyze` after
     every step; see AnalyzedRelease. Watches the cluster run_release runs against."""
     return AnalyzedRelease(run_release, cluster)
+
+
+def run_with_trigger(process: subprocess.Popen[str], marker: str, action: Callable[[], None],
+                     timeout: float = 420) -> str:
+    """Read a `run_release(..., popen=True)` run's output to the end; call `action` once, as soon
+    as a line contains `marker`. Returns the whole output."""
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not seen.wait(0.1):
+        if not reader.is_alive() or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"never saw {marker!r} in the run's output:\n{''.join(lines)[-4000:]}")
+    action()
+    process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    reader.join(10)
+    return "".join(lines)

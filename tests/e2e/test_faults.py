@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import threading
 import time
-from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -28,6 +25,7 @@ from istio_canary.core.lock import lock_of, outcome_of, snapshot_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import find_owned_route, routing_state
 from sandbox.client import SandboxInfo
+from tests.e2e.conftest import run_with_trigger
 from tests.helpers import vs_of
 from tools.live_airflow import LiveAirflow
 
@@ -65,33 +63,6 @@ def task_log_with_errors(live: LiveAirflow, run_id: str, task_id: str, try_numbe
     response.raise_for_status()
     return "\n".join(json.dumps(entry) if isinstance(entry, dict) else str(entry)
                      for entry in response.json().get("content") or [])
-
-
-def run_with_trigger(process: subprocess.Popen[str], marker: str, action: Callable[[], None],
-                     timeout: float = 420) -> str:
-    """Read a `run_release(..., popen=True)` run's output to the end; call `action` once, as soon
-    as a line contains `marker`. Returns the whole output."""
-    lines: list[str] = []
-    seen = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if marker in line:
-                seen.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    while not seen.wait(0.1):
-        if not reader.is_alive() or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"never saw {marker!r} in the run's output:\n{''.join(lines)[-4000:]}")
-    action()
-    process.wait(timeout=max(1.0, deadline - time.monotonic()))
-    reader.join(10)
-    return "".join(lines)
 
 
 def test_api_500s_and_timeouts_during_set_route_are_retried_boundedly_then_rolled_back_to_the_snapshot(

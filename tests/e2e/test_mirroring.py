@@ -7,7 +7,6 @@ a service whose writes the mirror would run twice is refused before any write.""
 from __future__ import annotations
 
 import re
-import threading
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import find_owned_route, routing_state
 from sandbox.client import ISTIO_GROUP, ISTIO_VERSION
 from tests.conftest import BOTH_APIS
-from tests.helpers import dr_of, vs_of
+from tests.helpers import VirtualServicePoller, dr_of, vs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -31,38 +30,21 @@ READS = {"name": "reads", "match": [{"method": {"exact": "GET"}}],
          "route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
 
 
-class MirrorTracker:
-    """Polls the VirtualService during a release: instants with the release's mirror on the owned
-    route, and every canary weight the owned route carried."""
+class MirrorTracker(VirtualServicePoller):
+    """Instants with the release's mirror on the owned route, and every canary weight the owned
+    route carried."""
 
     def __init__(self, mesh: Any, request: ReleaseRequest) -> None:
-        self.mesh, self.request = mesh, request
+        super().__init__(mesh, request)
         self.mirrored: list[tuple[float, float, int]] = []  # (at, mirror percent, canary weight)
         self.weights: set[int] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                vs = vs_of(self.mesh)
-                state = routing_state(vs, self.request)
-                percent = mirrored_percent(vs["spec"]["http"][find_owned_route(vs, self.request)], self.request)
-            except Exception:
-                state = None
-            if state is not None:
-                self.weights.add(state.canary_weight)
-                if percent:
-                    self.mirrored.append((time.time(), percent, state.canary_weight))
-            time.sleep(0.2)
-
-    def __enter__(self) -> MirrorTracker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
+    def observe(self, vs: dict[str, Any]) -> None:
+        state = routing_state(vs, self.request)
+        percent = mirrored_percent(vs["spec"]["http"][find_owned_route(vs, self.request)], self.request)
+        self.weights.add(state.canary_weight)
+        if percent:
+            self.mirrored.append((time.time(), percent, state.canary_weight))
 
 
 def _own_get_route(mesh: Any) -> None:

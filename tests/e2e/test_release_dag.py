@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +18,8 @@ from istio_canary.core.lock import lock_of, outcome_of
 from istio_canary.core.request import ReleaseRequest
 from istio_canary.core.routing import routing_state
 from tests.conftest import BOTH_APIS
-from tests.e2e.conftest import AIRFLOW, DAG_ID, airflow_env
-from tests.helpers import dr_of, vs_of
+from tests.e2e.conftest import AIRFLOW, DAG_ID, airflow_env, run_with_trigger
+from tests.helpers import VirtualServicePoller, dr_of, vs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -70,32 +69,17 @@ def test_canary_with_errors_is_rolled_back_during_step_10(mesh: Any, analyzed_re
         assert f"task_id='{later}.set_route'" not in result.output
 
 
-class PhaseTracker:
-    """Polls the VirtualService and records instants when only the match route sends to v2."""
+class PhaseTracker(VirtualServicePoller):
+    """Records instants when only the match route sends to v2."""
 
     def __init__(self, mesh: Any, request: ReleaseRequest) -> None:
-        self.mesh, self.request = mesh, request
+        super().__init__(mesh, request)
         self.targeted: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                state = routing_state(vs_of(self.mesh), self.request)
-            except Exception:
-                state = None
-            if state and state.match_route_present and state.canary_weight == 0:
-                self.targeted.append(time.time())
-            time.sleep(0.2)
-
-    def __enter__(self) -> PhaseTracker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
+    def observe(self, vs: dict[str, Any]) -> None:
+        state = routing_state(vs, self.request)
+        if state.match_route_present and state.canary_weight == 0:
+            self.targeted.append(time.time())
 
 
 def _counts_at(mesh: Any, at: float) -> dict[tuple[str, str], float]:
@@ -140,14 +124,10 @@ def test_targeted_phase_sends_only_matching_requests_then_completes(
 def test_failure_in_a_middle_task_rolls_back(mesh: Any, run_release: Any) -> None:
     before = vs_of(mesh)
     process = run_release({**RELEASE, **FAST, "bake_seconds": 6}, popen=True)
-    request = ReleaseRequest.from_params(RELEASE)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # once step 10 is live, refuse the next three writes (step 50's tries)
-        if routing_state(vs_of(mesh), request).canary_weight == 10:
-            requests.post(f"{mesh.api_url}/sandbox/faults", json={"kind": "forbidden", "count": 3}, timeout=5)
-            break
-        time.sleep(0.1)
-    output, _ = process.communicate(timeout=400)
+    # Once step 10 is written (its Event is the task's last write), refuse the next three writes
+    # (step 50's tries). The output is read as it comes: a full pipe would stall the run.
+    output = run_with_trigger(process, "CanaryStepApplied on VirtualService bookinfo/reviews: Step 10%", lambda: (
+        requests.post(f"{mesh.api_url}/sandbox/faults", json={"kind": "forbidden", "count": 3}, timeout=5)))
     assert "injected fault" in output and "HTTP 403" in output
     assert re.search(r"DagRun Finished:.*state=failed", output), output[-4000:]
     vs = vs_of(mesh)

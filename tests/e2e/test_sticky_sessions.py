@@ -5,7 +5,6 @@ against the sandbox, whose returning users keep the cookie the canary's response
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ import re2
 from istio_canary.core.lock import lock_of, outcome_of
 from istio_canary.core.request import ReleaseRequest
 from tests.conftest import BOTH_APIS
-from tests.helpers import vs_of
+from tests.helpers import VirtualServicePoller, vs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -29,33 +28,16 @@ JASON = {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}
          "route": [{"destination": {"host": "reviews", "subset": "v1"}}], "timeout": "3s"}
 
 
-class StickyTracker:
-    """Polls the VirtualService; keeps each distinct state that has the sticky route."""
+class StickyTracker(VirtualServicePoller):
+    """Keeps each distinct state of the VirtualService that has the sticky route."""
 
     def __init__(self, mesh: Any, request: ReleaseRequest) -> None:
-        self.mesh, self.request = mesh, request
+        super().__init__(mesh, request)
         self.states: dict[str, dict[str, Any]] = {}  # resourceVersion -> VirtualService
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                vs = vs_of(self.mesh)
-            except Exception:
-                vs = None
-            names = [r.get("name") for r in (vs or {}).get("spec", {}).get("http", [])]
-            if vs is not None and self.request.sticky_route_name in names:
-                self.states.setdefault(vs["metadata"]["resourceVersion"], vs)
-            time.sleep(0.2)
-
-    def __enter__(self) -> StickyTracker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
+    def observe(self, vs: dict[str, Any]) -> None:
+        if self.request.sticky_route_name in [r.get("name") for r in vs["spec"].get("http", [])]:
+            self.states.setdefault(vs["metadata"]["resourceVersion"], vs)
 
 
 def _with_jason(mesh: Any) -> dict[str, Any]:
@@ -118,7 +100,11 @@ def test_clients_the_canary_served_stay_on_it_until_promotion(mesh: Any, analyze
     flipped = [c for c in on_canary if c["left"].get("v2")]
     assert not flipped, flipped[:3]
     assert report["by_route"][request.sticky_route_name]["v2"] > 0
-    assert {c["cookies"].get("istio-canary-reviews") for c in on_canary} == {cookie.split("=", 1)[1]
+    # The canary set this release's cookie, and no other; a client first sent to v2 at 100 %
+    # (no sticky route any more) gets none, and is on v2 anyway.
+    with_cookie = [c for c in on_canary if c["cookies"].get("istio-canary-reviews")]
+    assert len(with_cookie) >= CLIENTS // 10, report["by_route"]
+    assert {c["cookies"]["istio-canary-reviews"] for c in with_cookie} == {cookie.split("=", 1)[1]
                                                                            for cookie in cookies}
 
     vs = vs_of(mesh)
